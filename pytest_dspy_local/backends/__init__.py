@@ -1,0 +1,1 @@
+"""Model backends: embedded (llama.cpp in-process), ollama, openai-compatible."""

@@ -1,0 +1,83 @@
+"""The one interface every model backend implements, and what it returns.
+
+A backend turns chat messages into text. It knows nothing about DSPy: the DSPy
+engine in ``pytest_dspy_local.engine`` adapts any backend to DSPy's LM API, so
+a new backend (a conftest.py hook implementation) is a small class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+JsonSchema = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat completion, already rendered by DSPy's adapter.
+
+    ``messages`` are ``{"role": ..., "content": ...}`` dicts, system first.
+    ``schema`` is the JSON schema the answer must match (constrained decoding),
+    or None for free text.
+    """
+
+    messages: tuple[dict[str, str], ...]
+    schema: JsonSchema | None = None
+    max_tokens: int = 256
+    temperature: float = 0.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """The model's answer and what it cost."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "stop"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the run header, the cache key and the audit receipt say about a model.
+
+    ``digest`` identifies the weights (``sha256:<hex>`` of a GGUF file, or the
+    digest a server reports); ``endpoint`` is ``in-process`` or the base URL.
+    """
+
+    backend: str
+    model: str
+    digest: str
+    endpoint: str
+    details: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def short_digest(self) -> str:
+        algo, _, hexdigest = self.digest.partition(":")
+        return f"{algo}:{hexdigest[:12]}" if hexdigest else self.digest
+
+
+class BackendError(Exception):
+    """A backend cannot serve: unreachable server, unknown model, timeout.
+
+    The message is one line that names the setting to fix.
+    """
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A local model. Implementations must be safe to call from one thread at a time."""
+
+    def info(self) -> ModelInfo:
+        """Describe the model; may contact the server once (digest lookup)."""
+        ...
+
+    def chat(self, request: ChatRequest) -> ChatResult:
+        """Answer one chat request; raise BackendError on failure."""
+        ...
+
+    def close(self) -> None:
+        """Release the model or connection."""
+        ...

@@ -1,0 +1,133 @@
+"""Collecting ``prompt_*.py`` modules: one item per module, evaluated in ``runtest``.
+
+A prompt module is collected as a ``pytest.Module`` so that fixtures it defines
+(``<name>_dataset``) and ordinary ``test_*`` functions in it work as usual;
+the prompt itself becomes a ``PromptItem``, a ``pytest.Function`` whose only
+fixture is ``request`` (the dataset fixture is looked up when it runs).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_dspy_local import data
+from pytest_dspy_local.exceptions import PromptError, PromptFailure
+from pytest_dspy_local.report import detail_lines, failure_lines
+from pytest_dspy_local.session import STATE_KEY
+from pytest_dspy_local.spec import REQUIRED, declared_names, load_spec, prompt_name
+
+if TYPE_CHECKING:
+    from _pytest._code.code import TerminalRepr
+
+    from pytest_dspy_local.data import Row
+    from pytest_dspy_local.spec import PromptSpec
+
+
+def matches(path: Path, patterns: tuple[str, ...]) -> bool:
+    """Does ``path``'s file name match one of the prompt file patterns?"""
+    return path.suffix == ".py" and any(fnmatch.fnmatch(path.name, p) for p in patterns)
+
+
+def _prompt_runner(request: pytest.FixtureRequest) -> None:
+    """Stand-in test function: gives the item a fixture request; never called."""
+
+
+class PromptModule(pytest.Module):
+    """A prompt module: its own tests and fixtures, plus one PromptItem."""
+
+    def collect(self) -> list[pytest.Item | pytest.Collector]:
+        """Import the module, check its declarations, yield its tests and the prompt item."""
+        from pytest_dspy_local.session import import_dspy
+
+        import_dspy(self.config.stash[STATE_KEY].cache_dir)
+        missing = [n for n in REQUIRED if not hasattr(self.obj, n)]
+        if missing:
+            present = [f"`{n}`" for n in REQUIRED if n not in missing] or ["neither `program` nor `metric`"]
+            raise PromptError(f"{self.path}: defines {present[0]} but no `{missing[0]}`; add `{missing[0]}`")
+        item = PromptItem.from_parent(self, name=prompt_name(self.path), callobj=_prompt_runner)
+        return [*super().collect(), item]
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> str | TerminalRepr:
+        """One line for the plugin's own errors; pytest's report for import errors."""
+        if isinstance(excinfo.value, PromptError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+
+class PromptItem(pytest.Function):
+    """Evaluates one prompt module's program on its data with the configured model."""
+
+    def _rows(self, spec: PromptSpec) -> list[Row]:
+        files = data.data_files(self.path)
+        fixture = f"{spec.name}_dataset"
+        request: pytest.FixtureRequest = self.funcargs["request"]  # type: ignore[assignment]
+        try:
+            value: Any = request.getfixturevalue(fixture)
+        except pytest.FixtureLookupError:
+            value = None
+        if files and value is not None:
+            raise PromptError(f"{self.path}: data comes from both {files[0].name} and fixture {fixture!r}; keep one")
+        if len(files) > 1:
+            raise PromptError(f"{self.path}: several data files ({', '.join(f.name for f in files)}); keep one")
+        if not files and value is None:
+            raise PromptError(
+                f"{self.path}: no evaluation data; add {self.path.with_suffix('.jsonl').name} "
+                f"(or .csv/.yaml) beside it, or a fixture named {fixture!r}"
+            )
+        rows = data.load_file(files[0]) if files else data.from_fixture(fixture, value)
+        data.check_inputs(rows, spec.inputs, str(self.path))
+        return rows
+
+    def runtest(self) -> None:
+        """Evaluate; fail below the threshold."""
+        state = self.config.stash[STATE_KEY]
+        spec = load_spec(self.module, self.path)
+        result = state.evaluate(spec, self._rows(spec))
+        self.user_properties += [
+            ("dspy_score", round(result.score, 6)),
+            ("dspy_threshold", result.threshold),
+            ("dspy_n", result.n),
+            ("dspy_parse_failures", result.parse_failures),
+            ("dspy_model_digest", result.model.get("digest", "")),
+        ]
+        self.ihook.pytest_dspy_local_prompt_result(item=self, result=result)
+        self.add_report_section("call", "dspy-local", "\n".join(detail_lines(result)))
+        reasons = verdict(result.score, result.threshold)
+        if reasons:
+            raise PromptFailure(result, reasons)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> str | TerminalRepr:  # type: ignore[override]
+        """A readable report for a low score or a bad prompt module; pytest's otherwise."""
+        if isinstance(excinfo.value, PromptFailure):
+            return "\n".join(failure_lines(excinfo.value.result, excinfo.value.reasons))
+        if isinstance(excinfo.value, PromptError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        """Name the prompt in reports."""
+        return self.path, None, f"prompt {self.name}"
+
+
+def verdict(score: float, threshold: float | None) -> list[str]:
+    """Why a score fails its threshold (empty when it passes)."""
+    if threshold is None or score >= threshold:
+        return []
+    reasons = [f"score {score:.3f} is below threshold {threshold:.3f}"]
+    if not 0.0 <= threshold <= 1.0:
+        reasons.append(f"threshold {threshold} is outside [0, 1], so no mean metric can meet it; set one in [0, 1]")
+    return reasons
+
+
+def make_collector(parent: pytest.Collector, path: Path) -> PromptModule | None:
+    """A PromptModule for ``path``, or None (remembered) when it is not a prompt module."""
+    state = parent.config.stash[STATE_KEY]
+    names = declared_names(path)
+    if not names:
+        state.skipped.append((path, "defines neither `program` nor `metric`"))
+        return None
+    return PromptModule.from_parent(parent, path=path)

@@ -1,0 +1,215 @@
+"""Settings: one dataclass, resolved in one place.
+
+Precedence, highest first: command line, environment (``DSPY_LOCAL_<KEY>``),
+``[tool.dspy_local]`` in pyproject.toml, built-in default. Per-prompt
+overrides (``[tool.dspy_local.prompts.<name>]``) apply on top of the project
+table but under the command line and environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+DEFAULT_MODEL = "smollm2-135m"
+BACKENDS = ("auto", "embedded", "ollama", "openai")
+ENV_PREFIX = "DSPY_LOCAL_"
+TABLE = "tool.dspy_local"
+
+
+class ConfigError(Exception):
+    """A setting is invalid; the message names the setting and the fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting the plugin reads, with its default."""
+
+    model: str = DEFAULT_MODEL
+    backend: str = "auto"
+    base_url: str | None = None
+    threshold: float = 0.5
+    max_examples: int | None = None
+    prompt_files: tuple[str, ...] = ("prompt_*.py",)
+    timeout: float = 120.0
+    max_tokens: int = 256
+    temperature: float = 0.0
+    seed: int = 0
+    n_ctx: int = 8192
+    prompts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+def _as_float(key: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a number, got {value!r}") from None
+
+
+def _as_int(key: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(f"{key} must be a whole number, got {value!r}")
+    try:
+        number = int(str(value))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a whole number, got {value!r}") from None
+    return number
+
+
+def _as_str(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _as_patterns(key: str, value: Any) -> tuple[str, ...]:
+    items = value.split() if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items or not all(isinstance(p, str) for p in items):
+        raise ConfigError(f"{key} must be a list of glob patterns such as [\"prompt_*.py\"], got {value!r}")
+    return tuple(items)
+
+
+def _threshold(key: str, value: Any) -> float:
+    number = _as_float(key, value)
+    if not 0.0 <= number <= 1.0:
+        raise ConfigError(f"{key} must be between 0 and 1 (a mean metric), got {value!r}")
+    return number
+
+
+def _positive_int(key: str, value: Any) -> int:
+    number = _as_int(key, value)
+    if number < 1:
+        raise ConfigError(f"{key} must be at least 1, got {value!r}")
+    return number
+
+
+def _positive_float(key: str, value: Any) -> float:
+    number = _as_float(key, value)
+    if number <= 0:
+        raise ConfigError(f"{key} must be greater than 0, got {value!r}")
+    return number
+
+
+def _backend(key: str, value: Any) -> str:
+    return _as_str(key, value).lower()
+
+
+def _temperature(key: str, value: Any) -> float:
+    number = _as_float(key, value)
+    if not 0.0 <= number <= 2.0:
+        raise ConfigError(f"{key} must be between 0 and 2, got {value!r}")
+    return number
+
+
+Parser = Callable[[str, Any], Any]
+
+PARSERS: dict[str, Parser] = {
+    "model": _as_str,
+    "backend": _backend,
+    "base_url": _as_str,
+    "threshold": _threshold,
+    "max_examples": _positive_int,
+    "prompt_files": _as_patterns,
+    "timeout": _positive_float,
+    "max_tokens": _positive_int,
+    "temperature": _temperature,
+    "seed": _as_int,
+    "n_ctx": _positive_int,
+}
+PER_PROMPT_KEYS = frozenset({"threshold", "max_examples", "max_tokens", "temperature", "seed"})
+
+
+def read_pyproject(path: Path | None) -> dict[str, Any]:
+    """The ``[tool.dspy_local]`` table of ``path``, or {} when there is none."""
+    if path is None or not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the file") from None
+    table = data.get("tool", {}).get("dspy_local", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [{TABLE}] must be a table")
+    return table
+
+
+def _parse_table(table: Mapping[str, Any], where: str) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    for key, value in table.items():
+        if key == "prompts":
+            parsed["prompts"] = _parse_prompt_tables(value, where)
+            continue
+        if key not in PARSERS:
+            known = ", ".join(sorted([*PARSERS, "prompts"]))
+            raise ConfigError(f"{where}: unknown key {key!r} in [{TABLE}]; known keys: {known}")
+        parsed[key] = PARSERS[key](f"{where} [{TABLE}] {key}", value)
+    return parsed
+
+
+def _parse_prompt_tables(value: Any, where: str) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: [{TABLE}.prompts] must hold one table per prompt name")
+    result: dict[str, dict[str, Any]] = {}
+    for name, table in value.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: [{TABLE}.prompts.{name}] must be a table")
+        for key in table:
+            if key not in PER_PROMPT_KEYS:
+                known = ", ".join(sorted(PER_PROMPT_KEYS))
+                raise ConfigError(
+                    f"{where}: unknown key {key!r} in [{TABLE}.prompts.{name}]; known keys: {known}"
+                )
+        result[name] = {k: PARSERS[k](f"{where} [{TABLE}.prompts.{name}] {k}", v) for k, v in table.items()}
+    return result
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    for key, parser in PARSERS.items():
+        name = ENV_PREFIX + key.upper()
+        if environ.get(name):
+            parsed[key] = parser(name, environ[name])
+    return parsed
+
+
+def _from_cli(cli: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        key: PARSERS[key](f"--dspy-{key.replace('_', '-')}", value)
+        for key, value in cli.items()
+        if value is not None and key in PARSERS
+    }
+
+
+def resolve(
+    cli: Mapping[str, Any],
+    environ: Mapping[str, str],
+    pyproject: Path | None,
+) -> tuple[Settings, frozenset[str]]:
+    """Merge the sources by precedence; also return the keys set above pyproject."""
+    table = _parse_table(read_pyproject(pyproject), str(pyproject))
+    above = {**_from_env(environ), **_from_cli(cli)}
+    merged = {**table, **above}
+    return Settings(**merged), frozenset(above)
+
+
+def for_prompt(settings: Settings, pinned: frozenset[str], name: str) -> Settings:
+    """Apply ``[tool.dspy_local.prompts.<name>]``, except keys pinned by CLI or env."""
+    overrides = {k: v for k, v in settings.prompts.get(name, {}).items() if k not in pinned}
+    return dataclasses.replace(settings, **overrides) if overrides else settings
+
+
+def environ() -> Mapping[str, str]:
+    """The process environment (a seam for tests)."""
+    return os.environ

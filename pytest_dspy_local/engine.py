@@ -1,0 +1,115 @@
+"""Adapts any Backend to DSPy 3.4's LM engine API, so DSPy's cache, history,
+usage tracking and retries keep working for local models."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pytest_dspy_local.backends.base import Backend, ChatRequest, ModelInfo
+
+if TYPE_CHECKING:
+    import dspy
+    from dspy.lm15 import Request, Response
+
+_FINISH = {"stop": "stop", "length": "length", "eos": "stop"}
+
+
+@dataclass
+class CallCounter:
+    """Model calls that really reached the backend (cache hits never do)."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def _text_of(system: Any) -> str:
+    if isinstance(system, str):
+        return system
+    return "".join(getattr(part, "text", "") for part in system)
+
+
+def _schema_of(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not response_format:
+        return None
+    schema = response_format.get("schema")
+    if schema is None and "json_schema" in response_format:
+        schema = response_format["json_schema"].get("schema")
+    return dict(schema) if isinstance(schema, dict) else {"type": "object"}
+
+
+class BackendEngine:
+    """A DSPy engine object around one Backend."""
+
+    # DSPy's JSONAdapter sends the output fields' JSON schema only to engines
+    # that declare both of these (see FACTS.md); the schema drives constrained decoding.
+    supports_response_schema = True
+    supported_params = frozenset({"response_format"})
+
+    def __init__(self, backend: Backend, *, max_tokens: int, temperature: float, seed: int) -> None:
+        self.backend = backend
+        self.counter = CallCounter()
+        self._defaults = (max_tokens, temperature, seed)
+        self._lock = threading.Lock()
+
+    def _chat_request(self, request: Request) -> ChatRequest:
+        messages: list[dict[str, str]] = []
+        if request.system is not None:
+            messages.append({"role": "system", "content": _text_of(request.system)})
+        messages.extend({"role": str(m.role), "content": m.text or ""} for m in request.messages)
+        config = request.config
+        max_tokens, temperature, seed = self._defaults
+        return ChatRequest(
+            messages=tuple(messages),
+            schema=_schema_of(config.response_format),
+            max_tokens=config.max_tokens or max_tokens,
+            temperature=temperature if config.temperature is None else config.temperature,
+            seed=seed if config.seed is None else config.seed,
+        )
+
+    def complete(self, request: Request) -> Response:
+        """Answer one DSPy request through the backend."""
+        from dspy.lm15 import Message, Response, TextPart, Usage
+
+        result = self.backend.chat(self._chat_request(request))
+        with self._lock:
+            self.counter.calls += 1
+            self.counter.prompt_tokens += result.prompt_tokens
+            self.counter.completion_tokens += result.completion_tokens
+        usage = Usage(input_tokens=result.prompt_tokens, output_tokens=result.completion_tokens)
+        finish: Any = _FINISH.get(result.finish_reason, "stop")
+        message = Message.assistant([TextPart(result.text)])
+        return Response(id=None, model=request.model, message=message, finish_reason=finish, usage=usage)
+
+    def stream(self, request: Request) -> Any:
+        """DSPy streaming: one whole response as events."""
+        from dspy.lm15 import response_to_events
+
+        return response_to_events(self.complete(request))
+
+    def close(self) -> None:
+        """Release the backend."""
+        self.backend.close()
+
+
+def lm_model_name(info: ModelInfo) -> str:
+    """The DSPy model string; it carries the digest because DSPy's cache key omits the endpoint."""
+    digest = info.digest.replace(":", "-")
+    return f"local/{info.backend}-{info.model}-{digest}"
+
+
+def make_lm(engine: BackendEngine, info: ModelInfo, *, cache: bool = True) -> dspy.LM:
+    """A ``dspy.LM`` that runs on ``engine``."""
+    import dspy
+
+    max_tokens, temperature, _ = engine._defaults
+    return dspy.LM(
+        lm_model_name(info),
+        engine=engine,
+        cache=cache,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        num_retries=0,
+    )

@@ -1,0 +1,123 @@
+"""pytest hooks of pytest-dspy-local (entry point ``dspy_local``); each delegates.
+
+This module and what it imports at the top never import DSPy, LiteLLM or
+llama.cpp: a repo without prompt modules pays nothing for the plugin.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from collections.abc import Iterator
+from typing import Any
+
+from pytest_dspy_local import collection, hookspecs, options
+from pytest_dspy_local.backends import builtin
+from pytest_dspy_local.config import ConfigError, environ, resolve
+from pytest_dspy_local.report import model_line, status_word, summary_lines
+from pytest_dspy_local.session import STATE_KEY, RunState
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """Declare the plugin's own hooks."""
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add the --dspy-* options."""
+    options.addoption(parser)
+
+
+def _pyproject(config: pytest.Config) -> Path:
+    inipath = config.inipath
+    if inipath is not None and inipath.name == "pyproject.toml":
+        return inipath
+    return config.rootpath / "pyproject.toml"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Resolve the settings (bad ones stop the run) and register the run state."""
+    try:
+        settings, pinned = resolve(options.cli_values(config), environ(), _pyproject(config))
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[STATE_KEY] = RunState(config, settings, pinned)
+    config.pluginmanager.register(builtin, "dspy_local_backends")
+    config.pluginmanager.register(_Fixtures(), "dspy_local_fixtures")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Free the model."""
+    state = config.stash.get(STATE_KEY, None)
+    if state is not None:
+        state.close()
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    """Collect prompt modules."""
+    state = parent.config.stash[STATE_KEY]
+    if not collection.matches(file_path, state.settings.prompt_files):
+        return None
+    return collection.make_collector(parent, file_path)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Name the configured backend and model."""
+    state = config.stash[STATE_KEY]
+    try:
+        backend = state.backend_name()
+    except ConfigError as exc:
+        backend = f"unresolved ({exc})"
+    where = f" at {state.settings.base_url}" if state.settings.base_url else ""
+    return f"dspy-local: backend {backend}, model {state.settings.model}{where}"
+
+
+def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
+    """After collection: the model's digest when prompts will run; skipped look-alike files."""
+    state = config.stash[STATE_KEY]
+    lines = []
+    if config.option.verbose > 0 or config.option.collectonly:
+        lines += [f"dspy-local: not a prompt module: {p} ({why})" for p, why in state.skipped]
+    if any(isinstance(i, collection.PromptItem) for i in items) and not config.option.collectonly:
+        lines.append(model_line(state))
+    return lines
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
+    """Show each prompt's score with -v."""
+    props = dict(report.user_properties)
+    if report.when != "call" or "dspy_score" not in props:
+        return None
+    outcome = "passed" if report.passed else "failed"
+    return outcome, "." if report.passed else "F", status_word(report.passed, props)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """One line per evaluated prompt and the model-call count."""
+    state = config.stash[STATE_KEY]
+    if not state.results or hasattr(config, "workerinput"):
+        return
+    terminalreporter.section("dspy-local")
+    for line in summary_lines(state.results, *state.call_totals()):
+        terminalreporter.write_line(line)
+
+
+class _Fixtures:
+    """Fixtures for hand-written evaluation tests."""
+
+    @pytest.fixture
+    def dspy_lm(self, request: pytest.FixtureRequest) -> Iterator[Any]:
+        """The configured local model as a ``dspy.LM``, active (with JSONAdapter) for the test."""
+        from pytest_dspy_local.exceptions import PromptError
+
+        state = request.config.stash[STATE_KEY]
+        try:
+            lm = state.lm()
+        except PromptError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        import dspy
+
+        with dspy.context(lm=lm, adapter=dspy.JSONAdapter()):
+            yield lm

@@ -1,0 +1,95 @@
+"""Readable text for failing prompts, verbose status lines and the session summary."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from pytest_dspy_local.evaluation import EvalResult, ExampleResult
+from pytest_dspy_local.exceptions import PromptError
+
+if TYPE_CHECKING:
+    from pytest_dspy_local.session import RunState
+
+WORST_SHOWN = 5
+VALUE_WIDTH = 160
+
+
+def _value(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= VALUE_WIDTH else text[: VALUE_WIDTH - 3] + "..."
+
+
+def _fields(values: dict[str, Any] | None) -> str:
+    if not values:
+        return "-"
+    return ", ".join(f"{k}={_value(v)}" for k, v in values.items())
+
+
+def score_line(result: EvalResult) -> str:
+    """``0.850 >= 0.700 on 20 examples (0 parse failures)``."""
+    threshold = "" if result.threshold is None else f" {'>=' if result.score >= result.threshold else '<'} "
+    threshold += "" if result.threshold is None else f"{result.threshold:.3f}"
+    return f"{result.score:.3f}{threshold} on {result.n} examples ({result.parse_failures} parse failures)"
+
+
+def _example_lines(example: ExampleResult) -> list[str]:
+    got = f"unparseable output: {example.error}" if example.error else _fields(example.got)
+    return [
+        f"  {example.source}  score {example.score:.2f}",
+        f"    inputs:   {_fields(example.inputs)}",
+        f"    expected: {_fields(example.expected)}",
+        f"    got:      {got}",
+    ]
+
+
+def failure_lines(result: EvalResult, reasons: Sequence[str]) -> list[str]:
+    """The report shown for a failing prompt item."""
+    lines = [f"prompt {result.name!r} failed: {'; '.join(reasons)}"]
+    lines.append(f"score {score_line(result)}")
+    if result.model:
+        lines.append(f"model: {result.model.get('model')} {result.model.get('digest')} ({result.model.get('backend')})")
+    worst = result.worst(WORST_SHOWN)
+    if worst:
+        lines.append(f"worst {len(worst)} of {result.n} examples:")
+        for example in worst:
+            lines += _example_lines(example)
+    return lines
+
+
+def detail_lines(result: EvalResult) -> list[str]:
+    """Every example's score, for the item's report section."""
+    lines = [f"score {score_line(result)}; {result.calls} model calls, {result.cached} cached"]
+    for example in result.examples:
+        got = f"unparseable: {example.error}" if example.error else _fields(example.got)
+        lines.append(f"  {example.score:.2f}  {example.source}  {_fields(example.inputs)} -> {got}")
+    return lines
+
+
+def status_word(passed: bool, result: dict[str, Any]) -> str:
+    """The ``-v`` status for a prompt item, e.g. ``PASSED (score 0.850 >= 0.700, n=20)``."""
+    word = "PASSED" if passed else "FAILED"
+    score, threshold = result.get("dspy_score"), result.get("dspy_threshold")
+    if score is None:
+        return word
+    relation = ">=" if threshold is None or score >= threshold else "<"
+    return f"{word} (score {score:.3f} {relation} {threshold:.3f}, n={result.get('dspy_n')})"
+
+
+def summary_lines(results: Sequence[EvalResult], calls: int, cached: int) -> list[str]:
+    """Plain lines for the terminal summary: one per prompt, then the model-call total."""
+    lines = []
+    for result in results:
+        verdict = "ok" if result.threshold is None or result.score >= result.threshold else "BELOW THRESHOLD"
+        lines.append(f"{result.name}: {score_line(result)} {verdict} [{result.seconds:.1f}s]")
+    lines.append(f"model calls: {calls + cached} ({calls} to the model, {cached} cached)")
+    return lines
+
+
+def model_line(state: RunState) -> str:
+    """``dspy-local model: NAME sha256:... (embedded, in-process)``, or why it is unavailable."""
+    try:
+        info = state.model_info()
+    except PromptError as exc:
+        return f"dspy-local model: unavailable: {exc}"
+    return f"dspy-local model: {info.model} {info.short_digest} ({info.backend}, {info.endpoint})"
