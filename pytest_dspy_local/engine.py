@@ -7,7 +7,8 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pytest_dspy_local.backends.base import Backend, ChatRequest, ModelInfo
+from pytest_dspy_local.backends.base import Backend, ChatRequest, ChatResult, ModelInfo
+from pytest_dspy_local.cache import ResponseCache, request_key
 
 if TYPE_CHECKING:
     import dspy
@@ -21,6 +22,7 @@ class CallCounter:
     """Model calls that really reached the backend (cache hits never do)."""
 
     calls: int = 0
+    cached: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
@@ -48,8 +50,18 @@ class BackendEngine:
     supports_response_schema = True
     supported_params = frozenset({"response_format"})
 
-    def __init__(self, backend: Backend, *, max_tokens: int, temperature: float, seed: int) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        max_tokens: int,
+        temperature: float,
+        seed: int,
+        cache: ResponseCache | None = None,
+    ) -> None:
         self.backend = backend
+        self.cache = cache
+        self.model_id = ""  # set once the model's digest is known; part of every cache key
         self.counter = CallCounter()
         self._defaults = (max_tokens, temperature, seed)
         self._lock = threading.Lock()
@@ -73,15 +85,28 @@ class BackendEngine:
         """Answer one DSPy request through the backend."""
         from dspy.lm15 import Message, Response, TextPart, Usage
 
-        result = self.backend.chat(self._chat_request(request))
-        with self._lock:
-            self.counter.calls += 1
-            self.counter.prompt_tokens += result.prompt_tokens
-            self.counter.completion_tokens += result.completion_tokens
+        result = self.chat(self._chat_request(request))
         usage = Usage(input_tokens=result.prompt_tokens, output_tokens=result.completion_tokens)
         finish: Any = _FINISH.get(result.finish_reason, "stop")
         message = Message.assistant([TextPart(result.text)])
         return Response(id=None, model=request.model, message=message, finish_reason=finish, usage=usage)
+
+    def chat(self, chat: ChatRequest) -> ChatResult:
+        """Answer from the cache, or from the backend (and cache the answer)."""
+        key = request_key(self.model_id, chat) if self.cache is not None else ""
+        cached = self.cache.get(key) if self.cache is not None else None
+        if cached is not None:
+            with self._lock:
+                self.counter.cached += 1
+            return cached
+        result = self.backend.chat(chat)
+        if self.cache is not None:
+            self.cache.put(key, result)
+        with self._lock:
+            self.counter.calls += 1
+            self.counter.prompt_tokens += result.prompt_tokens
+            self.counter.completion_tokens += result.completion_tokens
+        return result
 
     def stream(self, request: Request) -> Any:
         """DSPy streaming: one whole response as events."""
@@ -90,8 +115,10 @@ class BackendEngine:
         return response_to_events(self.complete(request))
 
     def close(self) -> None:
-        """Release the backend."""
+        """Release the backend and the cache."""
         self.backend.close()
+        if self.cache is not None:
+            self.cache.close()
 
 
 def lm_model_name(info: ModelInfo) -> str:
@@ -100,15 +127,20 @@ def lm_model_name(info: ModelInfo) -> str:
     return f"local/{info.backend}-{info.model}-{digest}"
 
 
-def make_lm(engine: BackendEngine, info: ModelInfo, *, cache: bool = True) -> dspy.LM:
-    """A ``dspy.LM`` that runs on ``engine``."""
+def make_lm(engine: BackendEngine, info: ModelInfo) -> dspy.LM:
+    """A ``dspy.LM`` that runs on ``engine``.
+
+    DSPy's own cache is off: the engine's JSON cache replaces it (no pickles,
+    exact hit counts); DSPy's history, usage and callbacks still work.
+    """
     import dspy
 
+    engine.model_id = lm_model_name(info)
     max_tokens, temperature, _ = engine._defaults
     return dspy.LM(
-        lm_model_name(info),
+        engine.model_id,
         engine=engine,
-        cache=cache,
+        cache=False,
         max_tokens=max_tokens,
         temperature=temperature,
         num_retries=0,

@@ -87,7 +87,7 @@ def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Ite
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
     """Show each prompt's score with -v."""
-    props = dict(report.user_properties)
+    props = dict(getattr(report, "user_properties", ()))
     if report.when != "call" or "dspy_score" not in props:
         return None
     outcome = "passed" if report.passed else "failed"

@@ -29,9 +29,10 @@ if TYPE_CHECKING:
 
 def import_dspy(cache_dir: Path) -> None:
     """Import DSPy with the plugin's environment: no price-map fetch, a project-local cache."""
-    # Both are read when litellm / dspy are first imported, so they must be set before.
+    # Read when litellm / dspy are first imported, so they must be set before. DSPy's own
+    # cache is not used by the plugin's LM; pointing it here keeps it out of $HOME too.
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    os.environ.setdefault("DSPY_CACHEDIR", str(cache_dir))
+    os.environ.setdefault("DSPY_CACHEDIR", str(cache_dir / "dspy"))
     import dspy  # noqa: F401
 
 
@@ -80,8 +81,11 @@ class RunState:
                 f"--dspy-backend: unknown backend {name!r}; choose auto, embedded, ollama, openai, "
                 "or one that a conftest.py provides through pytest_dspy_local_make_backend"
             )
+        from pytest_dspy_local.cache import ResponseCache
+
         s = self.settings
-        return BackendEngine(backend, max_tokens=s.max_tokens, temperature=s.temperature, seed=s.seed)
+        cache = ResponseCache(self.cache_dir)
+        return BackendEngine(backend, max_tokens=s.max_tokens, temperature=s.temperature, seed=s.seed, cache=cache)
 
     def model_info(self) -> ModelInfo:
         """The model's name, digest and endpoint (asks a server once)."""
@@ -118,12 +122,12 @@ class RunState:
         settings = for_prompt(self.settings, self.pinned, spec.name)
         rows = rows[: settings.max_examples] if settings.max_examples else rows
         lm, engine = self.lm(), self.engine()
-        calls_before, history_before = engine.counter.calls, len(lm.history)
+        calls_before, cached_before = engine.counter.calls, engine.counter.cached
         with dspy.context(lm=lm, adapter=dspy.JSONAdapter()):
             result = evaluate_rows(spec.program, rows, spec.metric, spec.inputs, name=spec.name, origin=str(spec.path))
         result.threshold = self.threshold(spec)
         result.calls = engine.counter.calls - calls_before
-        result.cached = max(0, len(lm.history) - history_before - result.calls)
+        result.cached = engine.counter.cached - cached_before
         result.model = {k: str(v) for k, v in asdict(self.model_info()).items() if k != "details"}
         self.results.append(result)
         return result

@@ -1,0 +1,283 @@
+"""A loopback server for the part of Ollama's REST API that the ``ollama`` client uses.
+
+No Ollama server installs on these machines (only its client does), so this
+stands in for the server process; the answers come from a REAL model, the
+SmolLM2 GGUF run by llama.cpp, so what the backend gets back is model output.
+Routes: ``POST /api/chat`` (streamed as NDJSON unless ``"stream": false``, as
+Ollama does), ``GET /api/tags``, ``POST /api/show``, ``GET /api/version``.
+Errors have Ollama's shape: ``{"error": "..."}`` with an HTTP status.
+
+    python -m tests.servers.ollama_stub --port 11434 --model-name smollm2:135m
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from llama_cpp import Llama
+
+from pytest_dspy_local.backends.embedded import default_model_path, file_digest
+
+DEFAULT_NAME = "smollm2:135m"
+# GGUF general.file_type -> the quantization names Ollama reports.
+FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 15: "Q4_K_M", 17: "Q5_K_M", 18: "Q6_K"}
+
+
+@dataclass
+class StubModel:
+    """The one model the stub serves, and what ``/api/tags`` says about it."""
+
+    name: str
+    path: Path
+    llm: Llama
+    digest: str
+    modified_at: str
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def load(cls, name: str, path: Path) -> StubModel:
+        """Load the GGUF and hash it (the digest the stub lists)."""
+        llm = Llama(model_path=str(path), n_ctx=4096, seed=0, verbose=False)
+        digest = file_digest(path).removeprefix("sha256:")  # /api/tags lists bare hex
+        mtime = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat()
+        return cls(name, path, llm, digest, mtime)
+
+    def details(self) -> dict[str, Any]:
+        """Ollama's ``details`` object, read from the GGUF metadata."""
+        meta = self.llm.metadata
+        family = meta.get("general.architecture", "llama")
+        file_type = int(meta.get("general.file_type", -1))
+        return {
+            "parent_model": "",
+            "format": "gguf",
+            "family": family,
+            "families": [family],
+            "parameter_size": meta.get("general.size_label", ""),
+            "quantization_level": FILE_TYPES.get(file_type, f"file_type {file_type}"),
+        }
+
+    def tag(self) -> dict[str, Any]:
+        """This model's entry in ``/api/tags``."""
+        return {
+            "name": self.name,
+            "model": self.name,
+            "modified_at": self.modified_at,
+            "size": self.path.stat().st_size,
+            "digest": self.digest,
+            "details": self.details(),
+        }
+
+
+def completion_kwargs(body: dict[str, Any]) -> dict[str, Any]:
+    """llama.cpp arguments for an Ollama chat body (``format``, ``options``)."""
+    options = body.get("options") or {}
+    num_predict = int(options.get("num_predict", -1))
+    kwargs: dict[str, Any] = {
+        "messages": body.get("messages") or [],
+        "max_tokens": num_predict if num_predict > 0 else None,  # Ollama: -1 means no limit
+        "temperature": float(options.get("temperature", 0.8)),  # Ollama's default
+        "seed": options.get("seed"),
+    }
+    fmt = body.get("format")
+    if fmt == "json":
+        kwargs["response_format"] = {"type": "json_object"}
+    elif isinstance(fmt, dict):
+        kwargs["response_format"] = {"type": "json_object", "schema": fmt}
+    return kwargs
+
+
+def now() -> str:
+    """An RFC 3339 timestamp, as Ollama's ``created_at``."""
+    return datetime.now(timezone.utc).isoformat()
+
+
+def done_chunk(name: str, reason: str, prompt_tokens: int, tokens: int, started: float) -> dict[str, Any]:
+    """The closing object of a chat answer, with Ollama's counters."""
+    elapsed = int((time.perf_counter() - started) * 1e9)
+    return {
+        "model": name,
+        "created_at": now(),
+        "message": {"role": "assistant", "content": ""},
+        "done": True,
+        "done_reason": reason,
+        "total_duration": elapsed,
+        "load_duration": 0,
+        "prompt_eval_count": prompt_tokens,
+        "prompt_eval_duration": 0,
+        "eval_count": tokens,
+        "eval_duration": elapsed,
+    }
+
+
+class OllamaStub(ThreadingHTTPServer):
+    """Serves one model on 127.0.0.1."""
+
+    daemon_threads = True
+    block_on_close = False  # keep-alive connections must not hold up shutdown
+
+    def __init__(self, model: StubModel, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), Handler)
+        self.model = model
+
+
+class Handler(BaseHTTPRequestHandler):
+    """Routes requests; chat generation holds the model's lock (llama.cpp is not thread-safe)."""
+
+    protocol_version = "HTTP/1.1"
+    server: OllamaStub
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        """Stay quiet: test output should not carry access logs."""
+
+    def do_GET(self) -> None:
+        """``/api/tags`` and ``/api/version``."""
+        if self.path == "/api/tags":
+            self.send_json(200, {"models": [self.server.model.tag()]})
+        elif self.path == "/api/version":
+            self.send_json(200, {"version": "0.0.0-stub"})
+        else:
+            self.send_json(404, {"error": f"no route {self.path}"})
+
+    def do_POST(self) -> None:
+        """``/api/chat`` and ``/api/show``."""
+        body = self.read_json()
+        if body is None:
+            return
+        model = self.server.model
+        name = body.get("model") or body.get("name")  # older clients send "name"
+        if self.path not in ("/api/chat", "/api/show"):
+            self.send_json(404, {"error": f"no route {self.path}"})
+        elif name != model.name:
+            self.send_json(404, {"error": f"model '{name}' not found"})
+        elif self.path == "/api/show":
+            self.send_json(200, self.show(model))
+        elif body.get("stream", True):
+            self.stream_chat(model, body)
+        else:
+            self.send_json(200, self.chat(model, body))
+
+    def read_json(self) -> dict[str, Any] | None:
+        """The request body as a JSON object; answers 400 and returns None if it is not one."""
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            self.send_json(400, {"error": "invalid JSON body"})
+            return None
+        return body
+
+    def send_json(self, status: int, payload: dict[str, Any]) -> None:
+        """One JSON response with a length, so the connection can be kept alive."""
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def show(self, model: StubModel) -> dict[str, Any]:
+        """``/api/show``: template, details and the GGUF's general metadata."""
+        meta = model.llm.metadata
+        return {
+            "modelfile": f"FROM {model.path}\n",
+            "parameters": "",
+            "template": meta.get("tokenizer.chat_template", ""),
+            "details": model.details(),
+            "model_info": {k: v for k, v in meta.items() if not k.startswith("tokenizer.")},
+            "capabilities": ["completion"],
+            "modified_at": model.modified_at,
+        }
+
+    def chat(self, model: StubModel, body: dict[str, Any]) -> dict[str, Any]:
+        """One non-streamed chat answer."""
+        started = time.perf_counter()
+        with model.lock:
+            out: Any = model.llm.create_chat_completion(**completion_kwargs(body))
+        choice, usage = out["choices"][0], out.get("usage") or {}
+        reply = done_chunk(
+            model.name,
+            str(choice.get("finish_reason") or "stop"),
+            int(usage.get("prompt_tokens", 0)),
+            int(usage.get("completion_tokens", 0)),
+            started,
+        )
+        reply["message"]["content"] = choice["message"].get("content") or ""
+        return reply
+
+    def stream_chat(self, model: StubModel, body: dict[str, Any]) -> None:
+        """A streamed chat answer: NDJSON objects in HTTP chunks, as Ollama sends them."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-ndjson")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            # closing(): a client that leaves mid-answer must not leave the model locked.
+            with closing(self.stream_objects(model, body)) as objects:
+                for obj in objects:
+                    line = json.dumps(obj).encode() + b"\n"
+                    self.wfile.write(b"%X\r\n%s\r\n" % (len(line), line))
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client went away mid-answer
+
+    def stream_objects(self, model: StubModel, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Ollama's streamed chat objects: one per token, then the closing counters."""
+        started, tokens, reason = time.perf_counter(), 0, "stop"
+        with model.lock:
+            for chunk in model.llm.create_chat_completion(**completion_kwargs(body), stream=True):
+                choice: Any = chunk["choices"][0]
+                reason = choice.get("finish_reason") or reason
+                text = choice["delta"].get("content")
+                if text:
+                    tokens += 1  # llama.cpp streams one token per chunk
+                    message = {"role": "assistant", "content": text}
+                    yield {"model": model.name, "created_at": now(), "message": message, "done": False}
+            prompt_tokens = max(model.llm.n_tokens - tokens, 0)
+        yield done_chunk(model.name, reason, prompt_tokens, tokens, started)
+
+
+@contextmanager
+def serve(model_name: str = DEFAULT_NAME, path: Path | None = None, port: int = 0) -> Iterator[str]:
+    """Run the stub in a thread for the ``with`` block; yields its base URL."""
+    stub = OllamaStub(StubModel.load(model_name, path or default_model_path()), port)
+    thread = threading.Thread(target=stub.serve_forever, name="ollama-stub", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{stub.server_port}"
+    finally:
+        stub.shutdown()
+        stub.server_close()
+        stub.model.llm.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve until interrupted."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=11434)
+    parser.add_argument("--model-name", default=DEFAULT_NAME)
+    parser.add_argument("--model", type=Path, default=None, help="GGUF file (default: SmolLM2-135M)")
+    args = parser.parse_args(argv)
+    stub = OllamaStub(StubModel.load(args.model_name, args.model or default_model_path()), args.port)
+    print(f"ollama stub serving {args.model_name} on http://127.0.0.1:{stub.server_port}", flush=True)
+    try:
+        stub.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stub.server_close()
+
+
+if __name__ == "__main__":
+    main()
