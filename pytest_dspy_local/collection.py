@@ -16,14 +16,15 @@ import pytest
 
 from pytest_dspy_local import data
 from pytest_dspy_local.exceptions import PromptError, PromptFailure
+from pytest_dspy_local.optimization import optimize_prompt
 from pytest_dspy_local.report import detail_lines, failure_lines
 from pytest_dspy_local.session import STATE_KEY
+from pytest_dspy_local.snapshot import SnapshotPaths, load_into
 from pytest_dspy_local.spec import REQUIRED, declared_names, load_spec, prompt_name
 
 if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr
 
-    from pytest_dspy_local.data import Row
     from pytest_dspy_local.spec import PromptSpec
 
 
@@ -51,7 +52,7 @@ class PromptModule(pytest.Module):
         item = PromptItem.from_parent(self, name=prompt_name(self.path), callobj=_prompt_runner)
         return [*super().collect(), item]
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> str | TerminalRepr:
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | TerminalRepr:
         """One line for the plugin's own errors; pytest's report for import errors."""
         if isinstance(excinfo.value, PromptError):
             return str(excinfo.value)
@@ -61,7 +62,7 @@ class PromptModule(pytest.Module):
 class PromptItem(pytest.Function):
     """Evaluates one prompt module's program on its data with the configured model."""
 
-    def _rows(self, spec: PromptSpec) -> list[Row]:
+    def _dataset(self, spec: PromptSpec) -> data.Dataset:
         files = data.data_files(self.path)
         fixture = f"{spec.name}_dataset"
         request: pytest.FixtureRequest = self.funcargs["request"]  # type: ignore[assignment]
@@ -78,15 +79,27 @@ class PromptItem(pytest.Function):
                 f"{self.path}: no evaluation data; add {self.path.with_suffix('.jsonl').name} "
                 f"(or .csv/.yaml) beside it, or a fixture named {fixture!r}"
             )
-        rows = data.load_file(files[0]) if files else data.from_fixture(fixture, value)
-        data.check_inputs(rows, spec.inputs, str(self.path))
-        return rows
+        dataset = data.Dataset.from_file(files[0]) if files else data.Dataset.from_fixture(fixture, value)
+        data.check_inputs(dataset.rows, spec.inputs, str(self.path))
+        return dataset
 
     def runtest(self) -> None:
         """Evaluate; fail below the threshold."""
         state = self.config.stash[STATE_KEY]
         spec = load_spec(self.module, self.path)
-        result = state.evaluate(spec, self._rows(spec))
+        dataset = self._dataset(spec)
+        paths = SnapshotPaths.for_module(self.path)
+        outcome = None
+        if state.optimize_mode:
+            outcome = optimize_prompt(state, spec, dataset, paths, self._progress)
+        else:
+            load_into(spec.program, paths)
+        result = state.evaluate(spec, dataset.rows)
+        if (outcome is not None and outcome.replace) or state.update_baseline:
+            state.queue_snapshot(spec, dataset, paths, result, outcome)
+        if outcome is not None:
+            self.add_report_section("call", "dspy-local optimize", "\n".join(outcome.lines()))
+            result.notes += outcome.lines()[:1]
         self.user_properties += [
             ("dspy_score", round(result.score, 6)),
             ("dspy_threshold", result.threshold),
@@ -99,6 +112,15 @@ class PromptItem(pytest.Function):
         reasons = verdict(result.score, result.threshold)
         if reasons:
             raise PromptFailure(result, reasons)
+
+    def _progress(self, line: str) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None or capture is None or hasattr(self.config, "workerinput"):
+            return
+        # Progress must reach the terminal while the item's output is being captured.
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"dspy-local optimize {self.name}: {line}")
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> str | TerminalRepr:  # type: ignore[override]
         """A readable report for a low score or a bad prompt module; pytest's otherwise."""

@@ -23,6 +23,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 DEFAULT_MODEL = "smollm2-135m"
 BACKENDS = ("auto", "embedded", "ollama", "openai")
+OPTIMIZERS = ("mipro", "bootstrap", "gepa")
 ENV_PREFIX = "DSPY_LOCAL_"
 TABLE = "tool.dspy_local"
 
@@ -46,7 +47,21 @@ class Settings:
     temperature: float = 0.0
     seed: int = 0
     n_ctx: int = 8192
+    optimizer: str = "mipro"
+    train_fraction: float = 0.5
+    prompt_model: str | None = None
+    prompt_backend: str = "auto"
+    prompt_base_url: str | None = None
     prompts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    optimizers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def for_prompt_model(self) -> Settings | None:
+        """Settings for the proposal model, or None when it is the task model."""
+        if self.prompt_model is None:
+            return None
+        return dataclasses.replace(
+            self, model=self.prompt_model, backend=self.prompt_backend, base_url=self.prompt_base_url
+        )
 
 
 def _as_float(key: str, value: Any) -> float:
@@ -106,6 +121,20 @@ def _backend(key: str, value: Any) -> str:
     return _as_str(key, value).lower()
 
 
+def _optimizer(key: str, value: Any) -> str:
+    name = _as_str(key, value).lower()
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"{key} must be one of {', '.join(OPTIMIZERS)}, got {value!r}")
+    return name
+
+
+def _fraction(key: str, value: Any) -> float:
+    number = _as_float(key, value)
+    if not 0.0 < number < 1.0:
+        raise ConfigError(f"{key} must be between 0 and 1 (exclusive), got {value!r}")
+    return number
+
+
 def _temperature(key: str, value: Any) -> float:
     number = _as_float(key, value)
     if not 0.0 <= number <= 2.0:
@@ -127,6 +156,11 @@ PARSERS: dict[str, Parser] = {
     "temperature": _temperature,
     "seed": _as_int,
     "n_ctx": _positive_int,
+    "optimizer": _optimizer,
+    "train_fraction": _fraction,
+    "prompt_model": _as_str,
+    "prompt_backend": _backend,
+    "prompt_base_url": _as_str,
 }
 PER_PROMPT_KEYS = frozenset({"threshold", "max_examples", "max_tokens", "temperature", "seed"})
 
@@ -151,8 +185,11 @@ def _parse_table(table: Mapping[str, Any], where: str) -> dict[str, Any]:
         if key == "prompts":
             parsed["prompts"] = _parse_prompt_tables(value, where)
             continue
+        if key == "optimizers":
+            parsed["optimizers"] = _parse_optimizer_tables(value, where)
+            continue
         if key not in PARSERS:
-            known = ", ".join(sorted([*PARSERS, "prompts"]))
+            known = ", ".join(sorted([*PARSERS, "prompts", "optimizers"]))
             raise ConfigError(f"{where}: unknown key {key!r} in [{TABLE}]; known keys: {known}")
         parsed[key] = PARSERS[key](f"{where} [{TABLE}] {key}", value)
     return parsed
@@ -173,6 +210,17 @@ def _parse_prompt_tables(value: Any, where: str) -> dict[str, dict[str, Any]]:
                 )
         result[name] = {k: PARSERS[k](f"{where} [{TABLE}.prompts.{name}] {k}", v) for k, v in table.items()}
     return result
+
+
+def _parse_optimizer_tables(value: Any, where: str) -> dict[str, dict[str, Any]]:
+    # Knob names are checked against the optimizer's own signature when it runs.
+    if not isinstance(value, dict) or not all(isinstance(t, dict) for t in value.values()):
+        raise ConfigError(f"{where}: [{TABLE}.optimizers] must hold one table per optimizer (mipro, bootstrap, gepa)")
+    unknown = sorted(set(value) - set(OPTIMIZERS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown optimizer table [{TABLE}.optimizers.{unknown[0]}]; use one of "
+                          f"{', '.join(OPTIMIZERS)}")
+    return {name: dict(table) for name, table in value.items()}
 
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:

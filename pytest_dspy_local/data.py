@@ -7,6 +7,7 @@ so that every error and report can name the file and line.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,27 @@ class Row:
 
     values: dict[str, Any]
     source: str
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A prompt's examples, where they came from, and a digest of their content."""
+
+    rows: list[Row]
+    origin: str
+    sha256: str
+
+    @classmethod
+    def from_file(cls, path: Path) -> Dataset:
+        """Load a data file."""
+        return cls(load_file(path), path.name, hashlib.sha256(path.read_bytes()).hexdigest())
+
+    @classmethod
+    def from_fixture(cls, name: str, value: Any) -> Dataset:
+        """Take a fixture's value."""
+        rows = from_fixture(name, value)
+        canonical = json.dumps([r.values for r in rows], sort_keys=True, default=str)
+        return cls(rows, f"fixture {name}", hashlib.sha256(canonical.encode()).hexdigest())
 
 
 def data_files(module_path: Path) -> list[Path]:
@@ -86,7 +108,7 @@ def _yaml(path: Path, text: str) -> list[Row]:
     if not isinstance(values, list) or nodes is None:
         raise PromptError(f"{path}: must be a YAML list of mappings, one per example")
     lines = [item.start_mark.line + 1 for item in nodes.value]
-    return [_row(v, f"{path.name}:{n}", f"{path}:{n}") for v, n in zip(values, lines)]
+    return [_row(v, f"{path.name}:{n}", f"{path}:{n}") for v, n in zip(values, lines, strict=True)]
 
 
 def _row(value: Any, source: str, where: str) -> Row:

@@ -40,6 +40,7 @@ class EvalResult:
     calls: int = 0
     cached: int = 0
     model: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def n(self) -> int:

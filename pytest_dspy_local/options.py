@@ -11,6 +11,13 @@ BACKEND = "--dspy-backend"
 BASE_URL = "--dspy-base-url"
 THRESHOLD = "--dspy-threshold"
 MAX_EXAMPLES = "--dspy-max-examples"
+OPTIMIZER = "--dspy-optimizer"
+PROMPT_MODEL = "--dspy-prompt-model"
+PROMPT_BACKEND = "--dspy-prompt-backend"
+PROMPT_BASE_URL = "--dspy-prompt-base-url"
+OPTIMIZE = "--optimize"
+OPTIMIZE_FORCE = "--optimize=force"
+UPDATE_BASELINE = "--dspy-update-baseline"
 
 # option flag -> Settings field; every dest is the field name prefixed with dspy_
 SETTING_OPTIONS = {
@@ -19,6 +26,10 @@ SETTING_OPTIONS = {
     BASE_URL: "base_url",
     THRESHOLD: "threshold",
     MAX_EXAMPLES: "max_examples",
+    OPTIMIZER: "optimizer",
+    PROMPT_MODEL: "prompt_model",
+    PROMPT_BACKEND: "prompt_backend",
+    PROMPT_BASE_URL: "prompt_base_url",
 }
 
 _HELP = {
@@ -27,6 +38,10 @@ _HELP = {
     BASE_URL: "base URL of an OpenAI-compatible server (ending in /v1) or of Ollama",
     THRESHOLD: "pass mark for prompt modules that set no `threshold` (0..1, default 0.5)",
     MAX_EXAMPLES: "evaluate at most N examples per prompt",
+    OPTIMIZER: "optimizer for --optimize: mipro (default, MIPROv2), bootstrap (BootstrapFewShot) or gepa",
+    PROMPT_MODEL: "model that proposes instructions while optimizing (default: the task model)",
+    PROMPT_BACKEND: "backend of --dspy-prompt-model (default auto)",
+    PROMPT_BASE_URL: "server URL of --dspy-prompt-model",
 }
 
 
@@ -35,6 +50,13 @@ def addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("dspy-local", "DSPy prompt evaluation on a local model (pytest-dspy-local)")
     for flag, field in SETTING_OPTIONS.items():
         group.addoption(flag, dest=f"dspy_{field}", default=None, metavar=field.upper(), help=_HELP[flag])
+    # `--optimize=force` is its own option string, so `--optimize PATH` never takes PATH as a value.
+    group.addoption(OPTIMIZE, dest="dspy_optimize", action="store_const", const="better", default=None,
+                    help="optimize each prompt (then evaluate); keep the result only if its held-out score is higher")
+    group.addoption(OPTIMIZE_FORCE, dest="dspy_optimize", action="store_const", const="force",
+                    help="optimize each prompt and replace its snapshot even when the score is not higher")
+    group.addoption(UPDATE_BASELINE, dest="dspy_update_baseline", action="store_true", default=False,
+                    help="record each evaluated prompt's per-example results as its new baseline")
 
 
 def cli_values(config: pytest.Config) -> dict[str, Any]:

@@ -6,18 +6,20 @@ llama.cpp: a repo without prompt modules pays nothing for the plugin.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-
-from collections.abc import Iterator
-from typing import Any
 
 from pytest_dspy_local import collection, hookspecs, options
 from pytest_dspy_local.backends import builtin
 from pytest_dspy_local.config import ConfigError, environ, resolve
-from pytest_dspy_local.report import model_line, status_word, summary_lines
+from pytest_dspy_local.exceptions import PromptError
+from pytest_dspy_local.optimization import check_dependencies
+from pytest_dspy_local.report import model_line, snapshot_lines, status_word, summary_lines
 from pytest_dspy_local.session import STATE_KEY, RunState
+from pytest_dspy_local.snapshot import module_of
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -43,7 +45,13 @@ def pytest_configure(config: pytest.Config) -> None:
         settings, pinned = resolve(options.cli_values(config), environ(), _pyproject(config))
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
-    config.stash[STATE_KEY] = RunState(config, settings, pinned)
+    state = RunState(config, settings, pinned)
+    if state.optimize_mode is not None:
+        try:
+            check_dependencies(settings.optimizer)
+        except PromptError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    config.stash[STATE_KEY] = state
     config.pluginmanager.register(builtin, "dspy_local_backends")
     config.pluginmanager.register(_Fixtures(), "dspy_local_fixtures")
 
@@ -58,9 +66,29 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     """Collect prompt modules."""
     state = parent.config.stash[STATE_KEY]
+    if module_of(file_path) is not None:
+        state.snapshot_files.add(file_path)
     if not collection.matches(file_path, state.settings.prompt_files):
         return None
     return collection.make_collector(parent, file_path)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Write the queued snapshots once (a worker hands them to the controller instead)."""
+    state = session.config.stash[STATE_KEY]
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["dspy_local_snapshots"] = {str(p): c.decode() for p, c in state.pending.items()}
+        return
+    state.flush_snapshots()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist controller: collect a worker's queued snapshots."""
+    state = node.config.stash[STATE_KEY]
+    output = getattr(node, "workeroutput", {}).get("dspy_local_snapshots", {})
+    state.pending.update({Path(p): c.encode() for p, c in output.items()})
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -97,10 +125,12 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     """One line per evaluated prompt and the model-call count."""
     state = config.stash[STATE_KEY]
-    if not state.results or hasattr(config, "workerinput"):
+    if hasattr(config, "workerinput") or not (state.results or state.written or state.unused_snapshots()):
         return
     terminalreporter.section("dspy-local")
     for line in summary_lines(state.results, *state.call_totals()):
+        terminalreporter.write_line(line)
+    for line in snapshot_lines(state.written, state.unused_snapshots()):
         terminalreporter.write_line(line)
 
 

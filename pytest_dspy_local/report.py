@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_dspy_local.evaluation import EvalResult, ExampleResult
@@ -82,6 +83,7 @@ def summary_lines(results: Sequence[EvalResult], calls: int, cached: int) -> lis
     for result in results:
         verdict = "ok" if result.threshold is None or result.score >= result.threshold else "BELOW THRESHOLD"
         lines.append(f"{result.name}: {score_line(result)} {verdict} [{result.seconds:.1f}s]")
+        lines += [f"  {note}" for note in result.notes]
     lines.append(f"model calls: {calls + cached} ({calls} to the model, {cached} cached)")
     return lines
 
@@ -93,3 +95,12 @@ def model_line(state: RunState) -> str:
     except PromptError as exc:
         return f"dspy-local model: unavailable: {exc}"
     return f"dspy-local model: {info.model} {info.short_digest} ({info.backend}, {info.endpoint})"
+
+
+def snapshot_lines(written: Sequence[Path], unused: Sequence[Path]) -> list[str]:
+    """Snapshot files written this run, and unused ones (their prompt module is gone)."""
+    lines = [f"snapshot written: {p}" for p in written]
+    if unused:
+        lines.append(f"{len(unused)} snapshot file(s) unused (their prompt module is gone); delete them:")
+        lines += [f"  {p}" for p in unused]
+    return lines

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-
 import os
+from collections.abc import Callable
 
 import pytest
 
 # pytester's in-process runs drop modules first imported inside them, and numpy (under
 # dspy) and llama.cpp cannot be imported twice: import them once, before any run.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-import dspy  # noqa: E402, F401
-import llama_cpp  # noqa: E402, F401
+import dspy  # noqa: F401
+import llama_cpp  # noqa: F401
 
 SENTIMENT_MODULE = '''
 from typing import Literal

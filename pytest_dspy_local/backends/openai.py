@@ -69,7 +69,12 @@ def model_entries(listing: Any) -> dict[str, dict[str, Any]]:
 
 
 def server_digest(entry: dict[str, Any], base_url: str) -> str:
-    """``server:<sha256>`` of the stable part of a ``/models`` entry and the URL."""
+    """``server:<sha256>`` of the stable part of a ``/models`` entry and the URL.
+
+    A server identity, not a weights digest: OpenAI-compatible servers do not
+    report what file they loaded, so swapping the weights behind the same alias
+    and URL leaves this unchanged.
+    """
     stable = {k: v for k, v in entry.items() if k not in VOLATILE_MODEL_KEYS}
     blob = json.dumps([stable, base_url], sort_keys=True).encode()
     return "server:" + hashlib.sha256(blob).hexdigest()

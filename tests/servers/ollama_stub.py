@@ -5,7 +5,9 @@ stands in for the server process; the answers come from a REAL model, the
 SmolLM2 GGUF run by llama.cpp, so what the backend gets back is model output.
 Routes: ``POST /api/chat`` (streamed as NDJSON unless ``"stream": false``, as
 Ollama does), ``GET /api/tags``, ``POST /api/show``, ``GET /api/version``.
-Errors have Ollama's shape: ``{"error": "..."}`` with an HTTP status.
+Errors have Ollama's shape: ``{"error": "..."}`` with an HTTP status. One
+difference: a prompt longer than the context is refused (HTTP 500, llama.cpp's
+message) where Ollama would truncate it.
 
     python -m tests.servers.ollama_stub --port 11434 --model-name smollm2:135m
 """
@@ -16,7 +18,7 @@ import argparse
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -136,7 +138,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: OllamaStub
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         """Stay quiet: test output should not carry access logs."""
 
     def do_GET(self) -> None:
@@ -164,7 +166,7 @@ class Handler(BaseHTTPRequestHandler):
         elif body.get("stream", True):
             self.stream_chat(model, body)
         else:
-            self.send_json(200, self.chat(model, body))
+            self.answer_chat(model, body)
 
     def read_json(self) -> dict[str, Any] | None:
         """The request body as a JSON object; answers 400 and returns None if it is not one."""
@@ -200,6 +202,15 @@ class Handler(BaseHTTPRequestHandler):
             "modified_at": model.modified_at,
         }
 
+    def answer_chat(self, model: StubModel, body: dict[str, Any]) -> None:
+        """A non-streamed chat answer, or llama.cpp's refusal in Ollama's error shape."""
+        try:
+            reply = self.chat(model, body)
+        except ValueError as exc:  # e.g. a prompt longer than the context window
+            self.send_json(500, {"error": str(exc)})
+        else:
+            self.send_json(200, reply)
+
     def chat(self, model: StubModel, body: dict[str, Any]) -> dict[str, Any]:
         """One non-streamed chat answer."""
         started = time.perf_counter()
@@ -232,18 +243,23 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client went away mid-answer
 
-    def stream_objects(self, model: StubModel, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def stream_objects(self, model: StubModel, body: dict[str, Any]) -> Generator[dict[str, Any], None, None]:
         """Ollama's streamed chat objects: one per token, then the closing counters."""
         started, tokens, reason = time.perf_counter(), 0, "stop"
         with model.lock:
-            for chunk in model.llm.create_chat_completion(**completion_kwargs(body), stream=True):
-                choice: Any = chunk["choices"][0]
-                reason = choice.get("finish_reason") or reason
-                text = choice["delta"].get("content")
-                if text:
-                    tokens += 1  # llama.cpp streams one token per chunk
-                    message = {"role": "assistant", "content": text}
-                    yield {"model": model.name, "created_at": now(), "message": message, "done": False}
+            try:
+                for chunk in model.llm.create_chat_completion(**completion_kwargs(body), stream=True):
+                    choice: Any = chunk["choices"][0]
+                    reason = choice.get("finish_reason") or reason
+                    text = choice["delta"].get("content")
+                    if text:
+                        tokens += 1  # llama.cpp streams one token per chunk
+                        message = {"role": "assistant", "content": text}
+                        yield {"model": model.name, "created_at": now(), "message": message, "done": False}
+            except ValueError as exc:  # the status line is sent: Ollama reports it in the stream
+                yield {"error": str(exc)}
+                return
+            # llama.cpp reports no usage when streaming; this count is approximate.
             prompt_tokens = max(model.llm.n_tokens - tokens, 0)
         yield done_chunk(model.name, reason, prompt_tokens, tokens, started)
 

@@ -1,0 +1,233 @@
+"""``--optimize``: run a DSPy optimizer on local models and decide whether to keep the result.
+
+The data is split (seeded) into a train part for the optimizer and a held-out
+part for scoring; the candidate replaces the current program only when its
+held-out score is higher (or with ``--optimize=force``). A tie keeps the
+current program: with a weak proposal model "no improvement" is a normal outcome.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import inspect
+import logging
+import random
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from pytest_dspy_local.config import OPTIMIZERS
+from pytest_dspy_local.data import Row
+from pytest_dspy_local.exceptions import PromptError
+
+# Settings the plugin owns; a knob in pyproject may not override them.
+RESERVED = {"metric", "prompt_model", "task_model", "reflection_lm", "student", "trainset", "valset", "seed",
+            "num_threads", "requires_permission_to_run", "teacher"}
+_NEEDS = {"mipro": ("optuna", "pip install 'pytest-dspy-local[optimize]'  (or: pip install optuna)")}
+
+
+def check_dependencies(optimizer: str) -> None:
+    """Fail before any model call when the optimizer's optional dependency is missing."""
+    if optimizer not in OPTIMIZERS:
+        raise PromptError(f"--dspy-optimizer: unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    needed = _NEEDS.get(optimizer)
+    if needed is None:
+        return
+    try:
+        importlib.import_module(needed[0])
+    except ImportError:
+        raise PromptError(
+            f"--dspy-optimizer={optimizer} needs {needed[0]}, which is not installed: {needed[1]}"
+        ) from None
+
+
+def split_rows(rows: Sequence[Row], train_fraction: float, seed: int) -> tuple[list[Row], list[Row]]:
+    """A seeded shuffle, then the first part trains and the rest is held out (each at least 1)."""
+    if len(rows) < 2:
+        raise PromptError(f"optimizing needs at least 2 examples (one to train, one held out); got {len(rows)}")
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    cut = min(max(1, round(len(rows) * train_fraction)), len(rows) - 1)
+    return [rows[i] for i in order[:cut]], [rows[i] for i in order[cut:]]
+
+
+def _optimizer_class(name: str) -> Any:
+    import dspy
+
+    return {"mipro": dspy.MIPROv2, "bootstrap": dspy.BootstrapFewShot, "gepa": dspy.GEPA}[name]
+
+
+def route_knobs(name: str, knobs: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split ``[tool.dspy_local.optimizers.<name>]`` knobs into constructor and compile arguments."""
+    cls = _optimizer_class(name)
+    init_params = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    compile_params = set(inspect.signature(cls.compile).parameters) - {"self"}
+    init: dict[str, Any] = {}
+    comp: dict[str, Any] = {}
+    for key, value in knobs.items():
+        if key in RESERVED or (key not in init_params and key not in compile_params):
+            allowed = sorted((init_params | compile_params) - RESERVED)
+            raise PromptError(
+                f"[tool.dspy_local.optimizers.{name}] {key}: not a setting of {cls.__name__} the plugin passes on; "
+                f"use one of: {', '.join(allowed)}"
+            )
+        (init if key in init_params else comp)[key] = value
+    return init, comp
+
+
+def _gepa_metric(metric: Callable[..., Any]) -> Callable[..., Any]:
+    """GEPA calls metrics with five arguments; DSPy metrics take three."""
+
+    def wrapped(gold: Any, pred: Any, trace: Any = None, pred_name: Any = None, pred_trace: Any = None) -> Any:
+        return metric(gold, pred, trace)
+
+    return wrapped
+
+
+@dataclass
+class OptimizerRun:
+    """What an optimizer needs besides the program and data."""
+
+    name: str
+    knobs: Mapping[str, Any]
+    task_lm: Any
+    prompt_lm: Any
+    seed: int
+
+
+def run_optimizer(run: OptimizerRun, program: Any, metric: Callable[..., Any], trainset: list[Any]) -> Any:
+    """Compile a copy of ``program`` with the chosen optimizer; returns the candidate."""
+    import dspy
+
+    init, comp = route_knobs(run.name, run.knobs)
+    student = copy.deepcopy(program)
+    with dspy.context(lm=run.task_lm, adapter=dspy.JSONAdapter()):
+        if run.name == "mipro":
+            init = {"auto": "light", **init}
+            optimizer = dspy.MIPROv2(metric, prompt_model=run.prompt_lm, task_model=run.task_lm,
+                                     num_threads=1, seed=run.seed, **init)
+            # The seed goes to the constructor: compile(seed=0) is silently replaced (`seed or self.seed`).
+            return optimizer.compile(student, trainset=trainset, **comp)
+        if run.name == "bootstrap":
+            return dspy.BootstrapFewShot(metric=metric, **init).compile(student, trainset=trainset, **comp)
+        init = {"auto": "light", **init}
+        gepa = dspy.GEPA(_gepa_metric(metric), reflection_lm=run.prompt_lm, num_threads=1, seed=run.seed, **init)
+        return gepa.compile(student, trainset=trainset, **comp)
+
+
+_TRIAL = re.compile(r"Trial (\d+) / (\d+)")
+_BEST = re.compile(r"Best (?:full )?score so far: ([0-9.]+)")
+_STEP = re.compile(r"STEP (\d): ([A-Z ]+)")
+
+
+class ProgressHandler(logging.Handler):
+    """Turns DSPy's optimizer log lines into short progress lines."""
+
+    def __init__(self, write: Callable[[str], None], calls: Callable[[], str]) -> None:
+        super().__init__(logging.INFO)
+        self._write, self._calls = write, calls
+        self.best: float | None = None
+        self.trial = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Report steps, trials and the best score so far."""
+        message = record.getMessage()
+        if best := _BEST.search(message):
+            self.best = float(best.group(1))
+        elif step := _STEP.search(message):
+            self._write(f"step {step.group(1)}: {step.group(2).strip().lower()} ({self._calls()})")
+        elif (trial := _TRIAL.search(message)) and trial.group(0) != self.trial:
+            self.trial = trial.group(0)
+            shown = "-" if self.best is None else f"{self.best:g}"
+            self._write(f"trial {trial.group(1)}/{trial.group(2)}, best so far {shown} ({self._calls()})")
+
+
+@contextmanager
+def progress(write: Callable[[str], None], calls: Callable[[], str]) -> Iterator[ProgressHandler]:
+    """Route DSPy's optimizer logs to ``write`` (and not to DSPy's own handlers) for the block."""
+    logger = logging.getLogger("dspy.teleprompt")
+    handler = ProgressHandler(write, calls)
+    saved = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
+@dataclass
+class Outcome:
+    """The result of optimizing one prompt: scores before and after, and the decision."""
+
+    optimizer: str
+    knobs: dict[str, Any]
+    seed: int
+    train: int
+    heldout: int
+    before: float
+    after: float
+    replace: bool
+    forced: bool
+    snapshot_existed: bool
+    render_inputs: dict[str, Any]
+
+    @property
+    def improved(self) -> bool:
+        """Did the candidate score higher on the held-out part?"""
+        return self.after > self.before
+
+    def lines(self) -> list[str]:
+        """What happened, for the report."""
+        scores = f"held-out {self.before:.3f} -> {self.after:.3f}"
+        split = f"{self.optimizer}, {self.train} train / {self.heldout} held-out examples"
+        if self.forced:
+            verdict = "replaced the snapshot (--optimize=force)"
+        elif self.improved:
+            verdict = "improved: snapshot updated"
+        elif self.snapshot_existed:
+            verdict = "no improvement: kept the current snapshot"
+        else:
+            verdict = "no improvement: kept the program as written and recorded it as the baseline"
+        return [f"optimized ({split}): {scores}; {verdict}"]
+
+
+def _examples(rows: Sequence[Row], inputs: Sequence[str]) -> list[Any]:
+    import dspy
+
+    return [dspy.Example(**r.values).with_inputs(*inputs) for r in rows]
+
+
+def optimize_prompt(state: Any, spec: Any, dataset: Any, paths: Any, write: Callable[[str], None]) -> Outcome:
+    """Optimize ``spec.program`` in place (when the candidate wins) and say what happened."""
+    from pytest_dspy_local.snapshot import load_into
+
+    settings = state.settings_for(spec.name)
+    check_dependencies(settings.optimizer)
+    try:
+        existed = load_into(spec.program, paths)
+    except PromptError:
+        existed = False  # a snapshot of another shape is what --optimize replaces
+    train, heldout = split_rows(dataset.rows, settings.train_fraction, settings.seed)
+    knobs = dict(settings.optimizers.get(settings.optimizer, {}))
+    route_knobs(settings.optimizer, knobs)  # bad knobs fail before any model call
+    before = state.run_eval(spec, spec.program, heldout).score
+    run = OptimizerRun(settings.optimizer, knobs, state.lm(), state.prompt_lm(), settings.seed)
+    write(f"{settings.optimizer} on {len(train)} train examples; held-out score before: {before:.3f}")
+    with progress(write, state.calls_text):
+        candidate = run_optimizer(run, spec.program, spec.metric, _examples(train, spec.inputs))
+    after = state.run_eval(spec, candidate, heldout).score
+    forced = state.optimize_mode == "force"
+    replace = forced or after > before or not existed
+    if forced or after > before:
+        spec.program = candidate
+    outcome = Outcome(settings.optimizer, knobs, settings.seed, len(train), len(heldout), before, after, replace,
+                      forced, existed, {k: heldout[0].values[k] for k in spec.inputs})
+    write(outcome.lines()[0])
+    return outcome

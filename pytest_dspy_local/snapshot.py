@@ -1,0 +1,207 @@
+"""Snapshots of optimized prompts in ``__snapshots__/`` beside the prompt module.
+
+Three files per prompt module ``prompt_triage.py``:
+
+- ``prompt_triage.program.json``: the program state in DSPy's own JSON format
+  (``module.save(path)``: instructions, field prefixes, demos). Never a pickle;
+  loading it runs no code from the file.
+- ``prompt_triage.prompt.md``: the messages the model sees for one example, for review.
+- ``prompt_triage.baseline.json``: the per-example results later runs compare
+  against, the program's shape, and provenance (optimizer, seed, model digest,
+  data hash, versions, scores before and after).
+
+Writes are queued during the run and flushed once at session end, each file
+atomically (temp file + rename), so a killed run leaves the old snapshot intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pytest_dspy_local.exceptions import PromptError
+
+SNAPSHOT_DIR = "__snapshots__"
+SUFFIXES = (".program.json", ".prompt.md", ".baseline.json")
+
+
+@dataclass(frozen=True)
+class SnapshotPaths:
+    """Where one prompt module's snapshot files live."""
+
+    program: Path
+    prompt: Path
+    baseline: Path
+
+    @classmethod
+    def for_module(cls, module_path: Path) -> SnapshotPaths:
+        """The snapshot files of ``module_path``."""
+        base = module_path.parent / SNAPSHOT_DIR / module_path.stem
+        return cls(*(Path(f"{base}{suffix}") for suffix in SUFFIXES))
+
+
+def module_of(snapshot_file: Path) -> Path | None:
+    """The prompt module a snapshot file belongs to, or None if it is not a snapshot file."""
+    for suffix in SUFFIXES:
+        if snapshot_file.parent.name == SNAPSHOT_DIR and snapshot_file.name.endswith(suffix):
+            return snapshot_file.parent.parent / (snapshot_file.name[: -len(suffix)] + ".py")
+    return None
+
+
+def stable_json(value: Any) -> str:
+    """JSON with sorted keys and a trailing newline: an unchanged value never diffs."""
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def inputs_id(inputs: Mapping[str, Any]) -> str:
+    """A stable id for an example: sha256 of its inputs as canonical JSON (first 16 hex)."""
+    canonical = json.dumps(inputs, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def program_shape(program: Any) -> dict[str, dict[str, list[str]]]:
+    """Predictor names and their input and output field names."""
+    return {
+        name: {"inputs": list(p.signature.input_fields), "outputs": list(p.signature.output_fields)}
+        for name, p in program.named_predictors()
+    }
+
+
+def program_bytes(program: Any) -> bytes:
+    """The program state exactly as DSPy's ``module.save(path.json)`` writes it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "program.json"
+        program.save(str(path))
+        return path.read_bytes()
+
+
+def read_baseline(paths: SnapshotPaths) -> dict[str, Any] | None:
+    """The stored baseline, or None when there is none."""
+    if not paths.baseline.is_file():
+        return None
+    try:
+        value = json.loads(paths.baseline.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PromptError(
+            f"{paths.baseline}: not valid JSON ({exc}); restore it from git or re-run --optimize"
+        ) from None
+    if not isinstance(value, dict):
+        raise PromptError(f"{paths.baseline}: not a baseline file; restore it from git or re-run --optimize")
+    return value
+
+
+def load_into(program: Any, paths: SnapshotPaths) -> bool:
+    """Load the snapshot into ``program`` (True), or leave it as written (False: no snapshot)."""
+    if not paths.program.is_file():
+        return False
+    baseline = read_baseline(paths)
+    if baseline is not None and baseline.get("shape") != program_shape(program):
+        raise PromptError(
+            f"{paths.program}: the snapshot was made for a program of another shape "
+            f"(saved {baseline.get('shape')}, now {program_shape(program)}); re-run `pytest --optimize`"
+        )
+    try:
+        program.load(str(paths.program))
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise PromptError(
+            f"{paths.program}: cannot be loaded into the module's program ({type(exc).__name__}: {exc}); "
+            "re-run `pytest --optimize`"
+        ) from None
+    return True
+
+
+def write_atomically(files: Mapping[Path, bytes]) -> None:
+    """Write every file through a temp file, then rename them all: no half-written snapshot."""
+    staged: list[tuple[Path, str]] = []
+    try:
+        for path, content in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(content)
+                handle.flush()
+                os.fsync(handle.fileno())
+            staged.append((path, tmp))
+        for path, tmp in staged:
+            os.replace(tmp, path)
+    finally:
+        for _, tmp in staged:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def render_prompt(name: str, program: Any, inputs: Mapping[str, Any]) -> str:
+    """The messages each predictor sends for ``inputs``, as Markdown a reviewer reads in a diff."""
+    import dspy
+
+    adapter = dspy.JSONAdapter()
+    lines = [f"# Prompt `{name}` as the model sees it", "",
+             "Rendered by pytest-dspy-local with DSPy's JSONAdapter for one held-out example.", ""]
+    for predictor_name, predictor in program.named_predictors():
+        values = {f: inputs.get(f, f"{{{f}}}") for f in predictor.signature.input_fields}
+        messages = adapter.format(predictor.signature, predictor.demos, values)
+        lines += [f"## Predictor `{predictor_name}`", ""]
+        for message in messages:
+            lines += [f"### {message['role']}", "", "````text", str(message["content"]).rstrip(), "````", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    import dspy
+
+    return {"dspy": dspy.__version__, "pytest-dspy-local": version("pytest-dspy-local")}
+
+
+def baseline_document(
+    spec: Any, dataset: Any, result: Any, outcome: Any, model: Any, prompt_model: Any
+) -> dict[str, Any]:
+    """The baseline file's content: per-example results, shape and provenance (no timestamps)."""
+    document: dict[str, Any] = {
+        "prompt": spec.name,
+        "shape": program_shape(spec.program),
+        "score": round(result.score, 6),
+        "n": result.n,
+        "parse_failures": result.parse_failures,
+        "examples": [
+            {"id": inputs_id(e.inputs), "source": e.source, "score": round(e.score, 6), "parsed": e.error is None}
+            for e in result.examples
+        ],
+        "model": {"backend": model.backend, "model": model.model, "digest": model.digest},
+        "data": {"origin": dataset.origin, "sha256": dataset.sha256},
+        "versions": _versions(),
+    }
+    if outcome is not None:
+        document["optimization"] = {
+            "optimizer": outcome.optimizer,
+            "settings": outcome.knobs,
+            "seed": outcome.seed,
+            "train_examples": outcome.train,
+            "heldout_examples": outcome.heldout,
+            "heldout_score_before": round(outcome.before, 6),
+            "heldout_score_after": round(outcome.after, 6),
+            "decision": outcome.lines()[0],
+            "prompt_model": None if prompt_model is None else {
+                "backend": prompt_model.backend, "model": prompt_model.model, "digest": prompt_model.digest},
+        }
+    return document
+
+
+def snapshot_files(
+    spec: Any, dataset: Any, paths: SnapshotPaths, result: Any, outcome: Any, model: Any, prompt_model: Any
+) -> dict[Path, bytes]:
+    """The snapshot files to write for a prompt: program and rendered prompt, plus the baseline."""
+    document = baseline_document(spec, dataset, result, outcome, model, prompt_model)
+    files = {paths.baseline: stable_json(document).encode()}
+    if outcome is not None:
+        inputs = outcome.render_inputs
+        files[paths.program] = program_bytes(spec.program)
+        files[paths.prompt] = render_prompt(spec.name, spec.program, inputs).encode()
+    return files
