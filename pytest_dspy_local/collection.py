@@ -9,6 +9,7 @@ fixture is ``request`` (the dataset fixture is looked up when it runs).
 from __future__ import annotations
 
 import fnmatch
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,12 +20,15 @@ from pytest_dspy_local.exceptions import PromptError, PromptFailure
 from pytest_dspy_local.optimization import optimize_prompt
 from pytest_dspy_local.report import detail_lines, failure_lines
 from pytest_dspy_local.session import STATE_KEY
-from pytest_dspy_local.snapshot import SnapshotPaths, load_into
+from pytest_dspy_local.snapshot import SnapshotPaths, load_into, read_baseline
 from pytest_dspy_local.spec import REQUIRED, declared_names, load_spec, prompt_name
 
 if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr
 
+    from pytest_dspy_local.audit import ItemAudit
+    from pytest_dspy_local.evaluation import EvalResult
+    from pytest_dspy_local.session import RunState
     from pytest_dspy_local.spec import PromptSpec
 
 
@@ -84,8 +88,12 @@ class PromptItem(pytest.Function):
         return dataset
 
     def runtest(self) -> None:
-        """Evaluate; fail below the threshold."""
+        """Evaluate under the egress guard; fail below the threshold."""
         state = self.config.stash[STATE_KEY]
+        with state.audited(self.nodeid) as entry:
+            self._evaluate(state, entry)
+
+    def _evaluate(self, state: RunState, entry: ItemAudit) -> None:
         spec = load_spec(self.module, self.path)
         dataset = self._dataset(spec)
         paths = SnapshotPaths.for_module(self.path)
@@ -95,6 +103,8 @@ class PromptItem(pytest.Function):
         else:
             load_into(spec.program, paths)
         result = state.evaluate(spec, dataset.rows)
+        entry.model, entry.data = result.model, {"origin": dataset.origin, "sha256": dataset.sha256}
+        result.notes += check_model(state, paths, result)
         if (outcome is not None and outcome.replace) or state.update_baseline:
             state.queue_snapshot(spec, dataset, paths, result, outcome)
         if outcome is not None:
@@ -133,6 +143,21 @@ class PromptItem(pytest.Function):
     def reportinfo(self) -> tuple[Path, int | None, str]:
         """Name the prompt in reports."""
         return self.path, None, f"prompt {self.name}"
+
+
+def check_model(state: RunState, paths: SnapshotPaths, result: EvalResult) -> list[str]:
+    """Warn (or fail, with strict_model) when the baseline was recorded with another model."""
+    baseline = read_baseline(paths)
+    recorded = (baseline or {}).get("model", {}).get("digest")
+    current = result.model.get("digest")
+    if not recorded or recorded == current:
+        return []
+    message = (f"{paths.baseline.name} was recorded with model digest {recorded[:19]}, this run uses "
+               f"{str(current)[:19]}; re-record it with --dspy-update-baseline or --optimize")
+    if state.settings.strict_model:
+        raise PromptError(message + " (strict_model is on)")
+    warnings.warn(pytest.PytestWarning(message), stacklevel=1)
+    return [message]
 
 
 def verdict(score: float, threshold: float | None) -> list[str]:

@@ -52,6 +52,9 @@ class Settings:
     prompt_model: str | None = None
     prompt_backend: str = "auto"
     prompt_base_url: str | None = None
+    allow_hosts: tuple[str, ...] = ()
+    cache_dir: str = ".dspy_cache"
+    strict_model: bool = False
     prompts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     optimizers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
@@ -94,6 +97,24 @@ def _as_patterns(key: str, value: Any) -> tuple[str, ...]:
     if not isinstance(items, (list, tuple)) or not items or not all(isinstance(p, str) for p in items):
         raise ConfigError(f"{key} must be a list of glob patterns such as [\"prompt_*.py\"], got {value!r}")
     return tuple(items)
+
+
+def _as_hosts(key: str, value: Any) -> tuple[str, ...]:
+    items = value.replace(",", " ").split() if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(h, str) and h for h in items):
+        raise ConfigError(f"{key} must be a list of hosts such as [\"gpu-box.lan\", \"10.0.0.0/8\"], got {value!r}")
+    return tuple(items)
+
+
+def _as_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{key} must be true or false, got {value!r}")
 
 
 def _threshold(key: str, value: Any) -> float:
@@ -161,6 +182,9 @@ PARSERS: dict[str, Parser] = {
     "prompt_model": _as_str,
     "prompt_backend": _backend,
     "prompt_base_url": _as_str,
+    "allow_hosts": _as_hosts,
+    "cache_dir": _as_str,
+    "strict_model": _as_bool,
 }
 PER_PROMPT_KEYS = frozenset({"threshold", "max_examples", "max_tokens", "temperature", "seed"})
 

@@ -90,7 +90,7 @@ IPAddress: TypeAlias = "ipaddress.IPv4Address | ipaddress.IPv6Address"
 IPNetwork: TypeAlias = "ipaddress.IPv4Network | ipaddress.IPv6Network"
 Port: TypeAlias = "int | str | None"
 
-SETTING_HINT = "add it to dspy_allow_hosts in [tool.dspy_local] if it is intended"
+SETTING_HINT = "add it to allow_hosts in [tool.dspy_local] (or DSPY_LOCAL_ALLOW_HOSTS) if it is intended"
 LOOPBACK_NAMES = frozenset({"localhost"})
 NO_PROXY_LOOPBACK = ("localhost", "127.0.0.1", "::1")
 LEAK_ENV: Mapping[str, str] = MappingProxyType(

@@ -65,6 +65,19 @@ class BackendEngine:
         self.counter = CallCounter()
         self._defaults = (max_tokens, temperature, seed)
         self._lock = threading.Lock()
+        self._draws = 0
+
+    def _seed(self, config: Any, temperature: float) -> int:
+        if config.seed is not None:
+            return int(config.seed)
+        if temperature <= 0:
+            return self._defaults[2]
+        # Sampling without a seed of its own (e.g. MIPROv2's proposals): a fixed seed would
+        # give identical candidates. Draws are numbered in call order, so a re-run in the same
+        # order reproduces them (and hits the cache).
+        with self._lock:
+            self._draws += 1
+            return self._defaults[2] + self._draws
 
     def _chat_request(self, request: Request) -> ChatRequest:
         messages: list[dict[str, str]] = []
@@ -72,13 +85,14 @@ class BackendEngine:
             messages.append({"role": "system", "content": _text_of(request.system)})
         messages.extend({"role": str(m.role), "content": m.text or ""} for m in request.messages)
         config = request.config
-        max_tokens, temperature, seed = self._defaults
+        max_tokens, temperature, _ = self._defaults
+        temperature = temperature if config.temperature is None else config.temperature
         return ChatRequest(
             messages=tuple(messages),
             schema=_schema_of(config.response_format),
             max_tokens=config.max_tokens or max_tokens,
-            temperature=temperature if config.temperature is None else config.temperature,
-            seed=seed if config.seed is None else config.seed,
+            temperature=temperature,
+            seed=self._seed(config, temperature),
         )
 
     def complete(self, request: Request) -> Response:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pytest_dspy_local.backends.base import BackendError
@@ -56,6 +56,16 @@ class EvalResult:
     def parse_failures(self) -> int:
         """Examples whose model output did not parse into the output fields."""
         return sum(1 for e in self.examples if e.error is not None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (also how xdist workers hand results to the controller)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> EvalResult:
+        """Rebuild from ``to_dict``."""
+        examples = [ExampleResult(**e) for e in value["examples"]]
+        return cls(**{**value, "examples": examples})
 
     def worst(self, count: int) -> list[ExampleResult]:
         """The lowest-scoring examples, parse failures first, in data order on ties."""

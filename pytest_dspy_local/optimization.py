@@ -218,7 +218,7 @@ def optimize_prompt(state: Any, spec: Any, dataset: Any, paths: Any, write: Call
     knobs = dict(settings.optimizers.get(settings.optimizer, {}))
     route_knobs(settings.optimizer, knobs)  # bad knobs fail before any model call
     before = state.run_eval(spec, spec.program, heldout).score
-    run = OptimizerRun(settings.optimizer, knobs, state.lm(), state.prompt_lm(), settings.seed)
+    run = OptimizerRun(settings.optimizer, knobs, state.lm_for(spec.name), state.prompt_lm(), settings.seed)
     write(f"{settings.optimizer} on {len(train)} train examples; held-out score before: {before:.3f}")
     with progress(write, state.calls_text):
         candidate = run_optimizer(run, spec.program, spec.metric, _examples(train, spec.inputs))

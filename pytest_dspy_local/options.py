@@ -18,6 +18,12 @@ PROMPT_BASE_URL = "--dspy-prompt-base-url"
 OPTIMIZE = "--optimize"
 OPTIMIZE_FORCE = "--optimize=force"
 UPDATE_BASELINE = "--dspy-update-baseline"
+ALLOW_HOSTS = "--dspy-allow-hosts"
+STRICT_MODEL = "--dspy-strict-model"
+ALLOW_EGRESS = "--dspy-allow-egress"
+AUDIT = "--dspy-audit"
+NO_CACHE = "--dspy-no-cache"
+CLEAR_CACHE = "--dspy-clear-cache"
 
 # option flag -> Settings field; every dest is the field name prefixed with dspy_
 SETTING_OPTIONS = {
@@ -30,6 +36,7 @@ SETTING_OPTIONS = {
     PROMPT_MODEL: "prompt_model",
     PROMPT_BACKEND: "prompt_backend",
     PROMPT_BASE_URL: "prompt_base_url",
+    ALLOW_HOSTS: "allow_hosts",
 }
 
 _HELP = {
@@ -42,6 +49,7 @@ _HELP = {
     PROMPT_MODEL: "model that proposes instructions while optimizing (default: the task model)",
     PROMPT_BACKEND: "backend of --dspy-prompt-model (default auto)",
     PROMPT_BASE_URL: "server URL of --dspy-prompt-model",
+    ALLOW_HOSTS: "hosts (comma-separated) prompts and data may reach besides loopback and the model servers",
 }
 
 
@@ -55,10 +63,21 @@ def addoption(parser: pytest.Parser) -> None:
                     help="optimize each prompt (then evaluate); keep the result only if its held-out score is higher")
     group.addoption(OPTIMIZE_FORCE, dest="dspy_optimize", action="store_const", const="force",
                     help="optimize each prompt and replace its snapshot even when the score is not higher")
+    group.addoption(STRICT_MODEL, dest="dspy_strict_model", action="store_const", const=True, default=None,
+                    help="fail (instead of warn) when a baseline was recorded with another model digest")
+    group.addoption(ALLOW_EGRESS, dest="dspy_allow_egress", action="store_true", default=False,
+                    help="debugging: record connections outside the allowed hosts instead of blocking them")
+    group.addoption(AUDIT, dest="dspy_audit", default=None, metavar="PATH",
+                    help="write a JSON audit receipt: endpoints contacted, model calls, blocked attempts")
+    group.addoption(NO_CACHE, dest="dspy_no_cache", action="store_true", default=False,
+                    help="neither read nor write the project's answer cache")
+    group.addoption(CLEAR_CACHE, dest="dspy_clear_cache", action="store_true", default=False,
+                    help="empty the project's answer cache before the run")
     group.addoption(UPDATE_BASELINE, dest="dspy_update_baseline", action="store_true", default=False,
                     help="record each evaluated prompt's per-example results as its new baseline")
 
 
 def cli_values(config: pytest.Config) -> dict[str, Any]:
     """Settings given on the command line (None where not given)."""
-    return {field: config.getoption(f"dspy_{field}") for field in SETTING_OPTIONS.values()}
+    values = {field: config.getoption(f"dspy_{field}") for field in SETTING_OPTIONS.values()}
+    return {**values, "strict_model": config.getoption("dspy_strict_model")}

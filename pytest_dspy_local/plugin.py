@@ -52,6 +52,8 @@ def pytest_configure(config: pytest.Config) -> None:
         except PromptError as exc:
             raise pytest.UsageError(str(exc)) from None
     config.stash[STATE_KEY] = state
+    if config.getoption("dspy_clear_cache") and not hasattr(config, "workerinput"):
+        state.clear_cache()
     config.pluginmanager.register(builtin, "dspy_local_backends")
     config.pluginmanager.register(_Fixtures(), "dspy_local_fixtures")
 
@@ -74,21 +76,23 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Write the queued snapshots once (a worker hands them to the controller instead)."""
+    """Write snapshots and the audit receipt once (an xdist worker hands its share to the controller)."""
     state = session.config.stash[STATE_KEY]
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:
-        workeroutput["dspy_local_snapshots"] = {str(p): c.decode() for p, c in state.pending.items()}
+        workeroutput["dspy_local"] = state.handover()
         return
     state.flush_snapshots()
+    audit = session.config.getoption("dspy_audit")
+    if audit:
+        state.write_audit(Path(audit))
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
-    """xdist controller: collect a worker's queued snapshots."""
+    """xdist controller: take over a worker's results, snapshots and receipt entries."""
     state = node.config.stash[STATE_KEY]
-    output = getattr(node, "workeroutput", {}).get("dspy_local_snapshots", {})
-    state.pending.update({Path(p): c.encode() for p, c in output.items()})
+    state.take_over(getattr(node, "workeroutput", {}).get("dspy_local", {}))
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -149,5 +153,8 @@ class _Fixtures:
             pytest.fail(str(exc), pytrace=False)
         import dspy
 
-        with dspy.context(lm=lm, adapter=dspy.JSONAdapter()):
-            yield lm
+        try:
+            with state.audited(request.node.nodeid), dspy.context(lm=lm, adapter=dspy.JSONAdapter()):
+                yield lm
+        except PromptError as exc:  # a blocked connection during the test
+            pytest.fail(str(exc), pytrace=False)

@@ -7,12 +7,15 @@ One ``RunState`` per pytest run, registered as a plugin and reached through
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_dspy_local.audit import Counters, ItemAudit
 from pytest_dspy_local.backends.base import BackendError, ModelInfo
 from pytest_dspy_local.backends.builtin import resolve_backend_name
 from pytest_dspy_local.config import ConfigError, Settings, for_prompt
@@ -22,6 +25,7 @@ if TYPE_CHECKING:
     import dspy
 
     from pytest_dspy_local.data import Dataset, Row
+    from pytest_dspy_local.egress import BlockedAttempt, EgressGuard
     from pytest_dspy_local.engine import BackendEngine
     from pytest_dspy_local.evaluation import EvalResult
     from pytest_dspy_local.optimization import Outcome
@@ -30,12 +34,25 @@ if TYPE_CHECKING:
 
 
 def import_dspy(cache_dir: Path) -> None:
-    """Import DSPy with the plugin's environment: no price-map fetch, a project-local cache."""
+    """Import DSPy with the plugin's environment: known leaks closed, a project-local cache."""
+    from pytest_dspy_local.egress import close_known_leaks
+
     # Read when litellm / dspy are first imported, so they must be set before. DSPy's own
     # cache is not used by the plugin's LM; pointing it here keeps it out of $HOME too.
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    close_known_leaks()
     os.environ.setdefault("DSPY_CACHEDIR", str(cache_dir / "dspy"))
     import dspy  # noqa: F401
+
+
+def blocked_message(attempts: list[BlockedAttempt], allowed: str) -> str:
+    """One line naming the first refused host and the code that tried."""
+    first = attempts[0]
+    more = f" (and {len(attempts) - 1} more)" if len(attempts) > 1 else ""
+    return (
+        f"dspy-local blocked a connection to {first.endpoint} ({first.event}) from {first.where} in "
+        f"{first.function}{more}: not in the allowed hosts ({allowed}); add it to allow_hosts in "
+        "[tool.dspy_local] if it is intended"
+    )
 
 
 class RunState:
@@ -58,12 +75,58 @@ class RunState:
         self.pending: dict[Path, bytes] = {}
         self.written: list[Path] = []
         self.snapshot_files: set[Path] = set()
-        self.collected_modules: set[Path] = set()
+        self.audit_items: list[dict[str, Any]] = []
+        self._guard: EgressGuard | None = None
 
     @property
     def cache_dir(self) -> Path:
-        """Where DSPy's disk cache lives for this project."""
-        return self.config.rootpath / ".dspy_cache"
+        """The project-local answer cache (``cache_dir``, relative to the rootdir)."""
+        return self.config.rootpath / self.settings.cache_dir
+
+    def allowed_hosts(self) -> list[str]:
+        """Configured hosts plus the model endpoints (URLs are accepted as entries)."""
+        s = self.settings
+        endpoints = [u for u in (s.base_url, s.prompt_base_url, os.environ.get("OLLAMA_HOST")) if u]
+        return [*s.allow_hosts, *endpoints]
+
+    def guard(self) -> EgressGuard:
+        """The egress guard, built on first use (it resolves allowed host names once)."""
+        if self._guard is None:
+            from pytest_dspy_local.egress import EgressGuard
+
+            try:
+                self._guard = EgressGuard(self.allowed_hosts(), block=not self.config.getoption("dspy_allow_egress"))
+            except ValueError as exc:
+                raise PromptError(f"allow_hosts: {exc}") from None
+        return self._guard
+
+    def counters(self) -> Counters:
+        """Model traffic so far over both models."""
+        engines = [e.counter for e in (self._engine, self._prompt_engine) if e is not None]
+        return Counters(*(sum(getattr(c, f) for c in engines) for f in ("calls", "cached", "prompt_tokens",
+                                                                         "completion_tokens")))
+
+    @contextmanager
+    def audited(self, nodeid: str) -> Iterator[ItemAudit]:
+        """Run a block under the egress guard; record its receipt entry; fail it on a blocked attempt."""
+        guard, before, error = self.guard(), self.counters(), None
+        entry = ItemAudit(nodeid, {}, Counters(), [])
+        try:
+            with guard.active(nodeid):
+                yield entry
+        except BaseException as exc:  # re-raised below, after the record is made
+            error = exc
+        attempts = guard.take(nodeid)
+        done = ItemAudit.from_attempts(nodeid, guard.take_contacted(nodeid), self.counters() - before, attempts)
+        if self._info is not None and self._info.endpoint == "in-process" and done.traffic.calls:
+            done.endpoints["in-process"] = done.traffic.calls
+        done.model, done.data = entry.model, entry.data
+        self.audit_items.append(done.as_dict())
+        blocked = [a for a in attempts if a.blocked]
+        if blocked:
+            raise PromptError(blocked_message(blocked, guard.describe_allowed())) from None
+        if error is not None:
+            raise error
 
     def backend_name(self) -> str:
         """The resolved backend name (never ``auto``)."""
@@ -95,7 +158,7 @@ class RunState:
         from pytest_dspy_local.cache import ResponseCache
 
         s = settings
-        cache = ResponseCache(self.cache_dir)
+        cache = None if self.config.getoption("dspy_no_cache", False) else ResponseCache(self.cache_dir)
         return BackendEngine(backend, max_tokens=s.max_tokens, temperature=s.temperature, seed=s.seed, cache=cache)
 
     def model_info(self) -> ModelInfo:
@@ -149,13 +212,18 @@ class RunState:
         calls = sum(e.counter.calls for e in engines)
         return f"{calls} model calls, {sum(e.counter.cached for e in engines)} cached"
 
+    def lm_for(self, name: str) -> dspy.LM:
+        """The task model with the prompt's own max_tokens, temperature and seed."""
+        s = self.settings_for(name)
+        return self.lm().copy(max_tokens=s.max_tokens, temperature=s.temperature, seed=s.seed)
+
     def run_eval(self, spec: PromptSpec, program: Any, rows: list[Row]) -> EvalResult:
         """Evaluate ``program`` on ``rows`` with the task model, counting calls."""
         import dspy
 
         from pytest_dspy_local.evaluation import evaluate_rows
 
-        lm, engine = self.lm(), self.engine()
+        lm, engine = self.lm_for(spec.name), self.engine()
         calls_before, cached_before = engine.counter.calls, engine.counter.cached
         with dspy.context(lm=lm, adapter=dspy.JSONAdapter()):
             result = evaluate_rows(program, rows, spec.metric, spec.inputs, name=spec.name, origin=str(spec.path))
@@ -191,6 +259,38 @@ class RunState:
         write_atomically(changed)
         self.written = sorted(changed)
         self.pending.clear()
+
+    def handover(self) -> dict[str, Any]:
+        """What an xdist worker sends the controller: results, snapshots, receipt entries."""
+        return {
+            "results": [r.to_dict() for r in self.results],
+            "snapshots": {str(p): c.decode() for p, c in self.pending.items()},
+            "audit": self.audit_items,
+            "unused": [str(p) for p in self.unused_snapshots()],
+        }
+
+    def take_over(self, output: dict[str, Any]) -> None:
+        """Controller side of ``handover``."""
+        from pytest_dspy_local.evaluation import EvalResult
+
+        self.results += [EvalResult.from_dict(r) for r in output.get("results", [])]
+        self.pending.update({Path(p): c.encode() for p, c in output.get("snapshots", {}).items()})
+        self.audit_items += output.get("audit", [])
+        self.snapshot_files.update(Path(p) for p in output.get("unused", []))
+
+    def write_audit(self, path: Path) -> None:
+        """Write the audit receipt."""
+        from pytest_dspy_local.audit import receipt, write_receipt
+
+        blocking = not self.config.getoption("dspy_allow_egress")
+        write_receipt(path, receipt(self.audit_items, self.allowed_hosts(), blocking))
+
+    def clear_cache(self) -> None:
+        """Delete the project's answer cache."""
+        from pytest_dspy_local.cache import DB_NAME
+
+        for suffix in ("", "-wal", "-shm"):
+            (self.cache_dir / f"{DB_NAME}{suffix}").unlink(missing_ok=True)
 
     def unused_snapshots(self) -> list[Path]:
         """Snapshot files whose prompt module no longer exists."""

@@ -74,7 +74,7 @@ def test_blocked_lookup_raises_and_names_the_caller() -> None:
     assert str(info.value) == (
         f"dspy-local blocked a connection to blocked.invalid:80 from {where} "
         "(not in allowed hosts: loopback, models.invalid); "
-        "add it to dspy_allow_hosts in [tool.dspy_local] if it is intended"
+        "add it to allow_hosts in [tool.dspy_local] (or DSPY_LOCAL_ALLOW_HOSTS) if it is intended"
     )
     assert isinstance(info.value, PermissionError)
 
