@@ -17,10 +17,11 @@ import pytest
 
 from pytest_dspy_local import data
 from pytest_dspy_local.exceptions import PromptError, PromptFailure
-from pytest_dspy_local.optimization import optimize_prompt
+from pytest_dspy_local.gating import against_baseline
+from pytest_dspy_local.optimization import Outcome, optimize_prompt
 from pytest_dspy_local.report import detail_lines, failure_lines
 from pytest_dspy_local.session import STATE_KEY
-from pytest_dspy_local.snapshot import SnapshotPaths, load_into, read_baseline
+from pytest_dspy_local.snapshot import SnapshotPaths, load_into, prompt_texts, read_baseline
 from pytest_dspy_local.spec import REQUIRED, declared_names, load_spec, prompt_name
 
 if TYPE_CHECKING:
@@ -66,6 +67,8 @@ class PromptModule(pytest.Module):
 class PromptItem(pytest.Function):
     """Evaluates one prompt module's program on its data with the configured model."""
 
+    dspy_result: dict[str, Any] | None = None  # copied onto the call report (and so across xdist)
+
     def _dataset(self, spec: PromptSpec) -> data.Dataset:
         files = data.data_files(self.path)
         fixture = f"{spec.name}_dataset"
@@ -97,31 +100,53 @@ class PromptItem(pytest.Function):
         spec = load_spec(self.module, self.path)
         dataset = self._dataset(spec)
         paths = SnapshotPaths.for_module(self.path)
-        outcome = None
-        if state.optimize_mode:
-            outcome = optimize_prompt(state, spec, dataset, paths, self._progress)
-        else:
-            load_into(spec.program, paths)
+        baseline = read_baseline(paths)
+        outcome = self._optimize_or_load(state, spec, dataset, paths)
         result = state.evaluate(spec, dataset.rows)
+        result.nodeid = self.nodeid
         entry.model, entry.data = result.model, {"origin": dataset.origin, "sha256": dataset.sha256}
         result.notes += check_model(state, paths, result)
-        if (outcome is not None and outcome.replace) or state.update_baseline:
+        reasons = verdict(result.score, result.threshold)
+        rewriting = (outcome is not None and outcome.replace) or state.update_baseline
+        if not rewriting:
+            s = state.settings_for(spec.name)
+            reasons += against_baseline(result, baseline, alpha=s.alpha, min_delta=s.min_delta, seed=s.seed)
+        result.reasons = reasons
+        result.history = list((baseline or {}).get("history", []))
+        result.prompt = prompt_texts(spec, dataset, paths)
+        if rewriting:
             state.queue_snapshot(spec, dataset, paths, result, outcome)
+        self._publish(result, outcome)
+        if reasons:
+            raise PromptFailure(result, reasons)
+
+    def _optimize_or_load(
+        self, state: RunState, spec: PromptSpec, dataset: data.Dataset, paths: SnapshotPaths
+    ) -> Outcome | None:
+        if state.optimize_mode:
+            return optimize_prompt(state, spec, dataset, paths, self._progress)
+        load_into(spec.program, paths)
+        return None
+
+    def _publish(self, result: EvalResult, outcome: Outcome | None) -> None:
+        """Hand the result to hooks, JUnit properties, the report section and the run's reports."""
         if outcome is not None:
             self.add_report_section("call", "dspy-local optimize", "\n".join(outcome.lines()))
             result.notes += outcome.lines()[:1]
+        comparison = result.comparison or {}
         self.user_properties += [
             ("dspy_score", round(result.score, 6)),
             ("dspy_threshold", result.threshold),
             ("dspy_n", result.n),
             ("dspy_parse_failures", result.parse_failures),
             ("dspy_model_digest", result.model.get("digest", "")),
+            ("dspy_baseline", comparison.get("baseline_score")),
+            ("dspy_delta", comparison.get("delta")),
+            ("dspy_p_value", comparison.get("p_value")),
         ]
         self.ihook.pytest_dspy_local_prompt_result(item=self, result=result)
         self.add_report_section("call", "dspy-local", "\n".join(detail_lines(result)))
-        reasons = verdict(result.score, result.threshold)
-        if reasons:
-            raise PromptFailure(result, reasons)
+        self.dspy_result = result.to_dict()
 
     def _progress(self, line: str) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")

@@ -55,6 +55,9 @@ class Settings:
     allow_hosts: tuple[str, ...] = ()
     cache_dir: str = ".dspy_cache"
     strict_model: bool = False
+    alpha: float = 0.05
+    min_delta: float = 0.0
+    repeats: int = 1
     prompts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     optimizers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
@@ -156,6 +159,13 @@ def _fraction(key: str, value: Any) -> float:
     return number
 
 
+def _unit(key: str, value: Any) -> float:
+    number = _as_float(key, value)
+    if not 0.0 <= number <= 1.0:
+        raise ConfigError(f"{key} must be between 0 and 1, got {value!r}")
+    return number
+
+
 def _temperature(key: str, value: Any) -> float:
     number = _as_float(key, value)
     if not 0.0 <= number <= 2.0:
@@ -185,8 +195,13 @@ PARSERS: dict[str, Parser] = {
     "allow_hosts": _as_hosts,
     "cache_dir": _as_str,
     "strict_model": _as_bool,
+    "alpha": _fraction,
+    "min_delta": _unit,
+    "repeats": _positive_int,
 }
-PER_PROMPT_KEYS = frozenset({"threshold", "max_examples", "max_tokens", "temperature", "seed"})
+PER_PROMPT_KEYS = frozenset(
+    {"threshold", "max_examples", "max_tokens", "temperature", "seed", "alpha", "min_delta", "repeats"}
+)
 
 
 def read_pyproject(path: Path | None) -> dict[str, Any]:

@@ -62,6 +62,7 @@ class BackendEngine:
         self.backend = backend
         self.cache = cache
         self.model_id = ""  # set once the model's digest is known; part of every cache key
+        self.endpoint = ""  # where the calls go: "in-process" or the server URL
         self.counter = CallCounter()
         self._defaults = (max_tokens, temperature, seed)
         self._lock = threading.Lock()
@@ -150,6 +151,7 @@ def make_lm(engine: BackendEngine, info: ModelInfo) -> dspy.LM:
     import dspy
 
     engine.model_id = lm_model_name(info)
+    engine.endpoint = info.endpoint
     max_tokens, temperature, _ = engine._defaults
     return dspy.LM(
         engine.model_id,

@@ -7,6 +7,8 @@ models are not thread-safe).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,6 +29,9 @@ class ExampleResult:
     got: dict[str, Any] | None
     score: float
     error: str | None = None
+    id: str = ""
+    baseline_score: float | None = None
+    flip: str | None = None
 
 
 @dataclass
@@ -41,6 +46,12 @@ class EvalResult:
     cached: int = 0
     model: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    nodeid: str = ""
+    repeats: int = 1
+    reasons: list[str] = field(default_factory=list)
+    comparison: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    prompt: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -141,4 +152,28 @@ def evaluate_rows(
             continue
         score = _score(metric, example, prediction, origin, row.source)
         results.append(ExampleResult(row.source, given, expected, _outputs(prediction), score))
+    for result in results:
+        result.id = example_id(result.inputs)
     return EvalResult(name, results, seconds=time.perf_counter() - started)
+
+
+def example_id(inputs: dict[str, Any]) -> str:
+    """A stable id for an example: sha256 of its inputs as canonical JSON (first 16 hex)."""
+    canonical = json.dumps(inputs, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def pool(runs: Sequence[EvalResult]) -> EvalResult:
+    """Repeated evaluations of the same rows as one: each example's mean score.
+
+    An example counts as a parse failure only when every repeat failed to parse.
+    """
+    first = runs[0]
+    for index, example in enumerate(first.examples):
+        scores = [run.examples[index].score for run in runs]
+        example.score = sum(scores) / len(scores)
+        errors = [run.examples[index].error for run in runs]
+        example.error = errors[0] if all(errors) else None
+    first.repeats = len(runs)
+    first.seconds = sum(run.seconds for run in runs)
+    return first

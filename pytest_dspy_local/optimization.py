@@ -228,6 +228,6 @@ def optimize_prompt(state: Any, spec: Any, dataset: Any, paths: Any, write: Call
     if forced or after > before:
         spec.program = candidate
     outcome = Outcome(settings.optimizer, knobs, settings.seed, len(train), len(heldout), before, after, replace,
-                      forced, existed, {k: heldout[0].values[k] for k in spec.inputs})
+                      forced, existed, {k: dataset.rows[0].values[k] for k in spec.inputs})
     write(outcome.lines()[0])
     return outcome

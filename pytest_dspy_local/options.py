@@ -24,6 +24,11 @@ ALLOW_EGRESS = "--dspy-allow-egress"
 AUDIT = "--dspy-audit"
 NO_CACHE = "--dspy-no-cache"
 CLEAR_CACHE = "--dspy-clear-cache"
+REPEATS = "--dspy-repeats"
+ALPHA = "--dspy-alpha"
+MIN_DELTA = "--dspy-min-delta"
+JSON_REPORT = "--dspy-json"
+HTML_REPORT = "--dspy-report"
 
 # option flag -> Settings field; every dest is the field name prefixed with dspy_
 SETTING_OPTIONS = {
@@ -37,6 +42,9 @@ SETTING_OPTIONS = {
     PROMPT_BACKEND: "prompt_backend",
     PROMPT_BASE_URL: "prompt_base_url",
     ALLOW_HOSTS: "allow_hosts",
+    REPEATS: "repeats",
+    ALPHA: "alpha",
+    MIN_DELTA: "min_delta",
 }
 
 _HELP = {
@@ -50,6 +58,9 @@ _HELP = {
     PROMPT_BACKEND: "backend of --dspy-prompt-model (default auto)",
     PROMPT_BASE_URL: "server URL of --dspy-prompt-model",
     ALLOW_HOSTS: "hosts (comma-separated) prompts and data may reach besides loopback and the model servers",
+    REPEATS: "evaluate each prompt N times (seeds seed..seed+N-1) and gate on the pooled result",
+    ALPHA: "significance level of the regression test against the baseline (default 0.05)",
+    MIN_DELTA: "a significant drop must also exceed this to fail (default 0)",
 }
 
 
@@ -73,6 +84,10 @@ def addoption(parser: pytest.Parser) -> None:
                     help="neither read nor write the project's answer cache")
     group.addoption(CLEAR_CACHE, dest="dspy_clear_cache", action="store_true", default=False,
                     help="empty the project's answer cache before the run")
+    group.addoption(JSON_REPORT, dest="dspy_json", default=None, metavar="PATH",
+                    help="write a machine-readable JSON summary of every prompt item")
+    group.addoption(HTML_REPORT, dest="dspy_report", default=None, metavar="PATH",
+                    help="write a self-contained HTML report for reviewers")
     group.addoption(UPDATE_BASELINE, dest="dspy_update_baseline", action="store_true", default=False,
                     help="record each evaluated prompt's per-example results as its new baseline")
 

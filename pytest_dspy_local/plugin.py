@@ -6,7 +6,7 @@ llama.cpp: a repo without prompt modules pays nothing for the plugin.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ def pytest_configure(config: pytest.Config) -> None:
         except PromptError as exc:
             raise pytest.UsageError(str(exc)) from None
     config.stash[STATE_KEY] = state
+    config.pluginmanager.register(state, "dspy_local_state")
     if config.getoption("dspy_clear_cache") and not hasattr(config, "workerinput"):
         state.clear_cache()
     config.pluginmanager.register(builtin, "dspy_local_backends")
@@ -86,6 +87,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     audit = session.config.getoption("dspy_audit")
     if audit:
         state.write_audit(Path(audit))
+    state.write_reports(session.config.getoption("dspy_json"), session.config.getoption("dspy_report"))
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -117,6 +119,20 @@ def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Ite
     return lines
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Carry a prompt item's result on its report (xdist sends reports to the controller)."""
+    report = yield
+    if isinstance(item, collection.PromptItem):
+        # Plain attributes: pytest serializes a report's __dict__ for xdist and restores it.
+        setattr(report, "dspy_prompt", True)  # noqa: B010
+        if call.when == "call" and item.dspy_result is not None:
+            setattr(report, "dspy_result", item.dspy_result)  # noqa: B010
+    return report
+
+
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
     """Show each prompt's score with -v."""
     props = dict(getattr(report, "user_properties", ()))
@@ -129,10 +145,10 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     """One line per evaluated prompt and the model-call count."""
     state = config.stash[STATE_KEY]
-    if hasattr(config, "workerinput") or not (state.results or state.written or state.unused_snapshots()):
+    if hasattr(config, "workerinput") or not (state.entries or state.written or state.unused_snapshots()):
         return
     terminalreporter.section("dspy-local")
-    for line in summary_lines(state.results, *state.call_totals()):
+    for line in summary_lines(state.entries, *state.call_totals(), len(state.audit_items)):
         terminalreporter.write_line(line)
     for line in snapshot_lines(state.written, state.unused_snapshots()):
         terminalreporter.write_line(line)

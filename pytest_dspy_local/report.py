@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from pytest_dspy_local.session import RunState
 
 WORST_SHOWN = 5
+FLIPS_SHOWN = 10
 VALUE_WIDTH = 160
 
 
@@ -50,6 +51,7 @@ def failure_lines(result: EvalResult, reasons: Sequence[str]) -> list[str]:
     lines.append(f"score {score_line(result)}")
     if result.model:
         lines.append(f"model: {result.model.get('model')} {result.model.get('digest')} ({result.model.get('backend')})")
+    lines += comparison_lines(result.comparison)
     worst = result.worst(WORST_SHOWN)
     if worst:
         lines.append(f"worst {len(worst)} of {result.n} examples:")
@@ -61,9 +63,32 @@ def failure_lines(result: EvalResult, reasons: Sequence[str]) -> list[str]:
 def detail_lines(result: EvalResult) -> list[str]:
     """Every example's score, for the item's report section."""
     lines = [f"score {score_line(result)}; {result.calls} model calls, {result.cached} cached"]
+    lines += comparison_lines(result.comparison) + result.notes
     for example in result.examples:
         got = f"unparseable: {example.error}" if example.error else _fields(example.got)
         lines.append(f"  {example.score:.2f}  {example.source}  {_fields(example.inputs)} -> {got}")
+    return lines
+
+
+def _sources(label: str, sources: Sequence[str]) -> list[str]:
+    if not sources:
+        return []
+    more = f" (+{len(sources) - FLIPS_SHOWN} more)" if len(sources) > FLIPS_SHOWN else ""
+    return [f"{label} ({len(sources)}): {', '.join(sources[:FLIPS_SHOWN])}{more}"]
+
+
+def comparison_lines(comparison: dict[str, Any] | None) -> list[str]:
+    """The regression test against the baseline, in words."""
+    if comparison is None:
+        return []
+    c = comparison
+    lines = [f"baseline {c['baseline_score']:.3f} -> {c['score']:.3f} on {c['n_paired']} paired examples: "
+             f"delta {c['delta']:+.3f} (95% CI [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]), p={c['p_value']:.4f}, "
+             f"{c['test']}"]
+    lines += _sources("flipped right -> wrong", c["flipped_to_wrong"])
+    lines += _sources("flipped wrong -> right", c["flipped_to_right"])
+    lines += _sources("added since the baseline (not paired)", c["added"])
+    lines += _sources("removed since the baseline", c["removed"])
     return lines
 
 
@@ -77,14 +102,25 @@ def status_word(passed: bool, result: dict[str, Any]) -> str:
     return f"{word} (score {score:.3f} {relation} {threshold:.3f}, n={result.get('dspy_n')})"
 
 
-def summary_lines(results: Sequence[EvalResult], calls: int, cached: int) -> list[str]:
-    """Plain lines for the terminal summary: one per prompt, then the model-call total."""
+def _summary_line(entry: dict[str, Any]) -> str:
+    if entry["outcome"] == "error":
+        return f"{entry['name']}: ERROR {entry['reasons'][0] if entry['reasons'] else ''}"
+    threshold = entry["threshold"]
+    relation = "" if threshold is None else (" >= " if entry["score"] >= threshold else " < ") + f"{threshold:.3f}"
+    baseline = entry["baseline"]
+    versus = "" if baseline is None else f", baseline {baseline['baseline_score']:.3f} (p={baseline['p_value']:.3g})"
+    verdict = "ok" if entry["outcome"] == "passed" else "FAILED"
+    return (f"{entry['name']}: {entry['score']:.3f}{relation} on {entry['n']} examples "
+            f"({entry['parse_failures']} parse failures){versus} {verdict} [{entry['seconds']:.1f}s]")
+
+
+def summary_lines(entries: Sequence[dict[str, Any]], calls: int, cached: int, items: int) -> list[str]:
+    """Plain lines for the terminal summary: one per prompt (and its notes), then the model-call total."""
     lines = []
-    for result in results:
-        verdict = "ok" if result.threshold is None or result.score >= result.threshold else "BELOW THRESHOLD"
-        lines.append(f"{result.name}: {score_line(result)} {verdict} [{result.seconds:.1f}s]")
-        lines += [f"  {note}" for note in result.notes]
-    lines.append(f"model calls: {calls + cached} ({calls} to the model, {cached} cached)")
+    for entry in sorted(entries, key=lambda e: str(e["nodeid"])):
+        lines.append(_summary_line(entry))
+        lines += [f"  {note}" for note in entry["notes"]]
+    lines.append(f"model calls: {calls + cached} ({calls} to the model, {cached} cached) in {items} item(s)")
     return lines
 
 

@@ -63,7 +63,7 @@ class RunState:
         self.settings = settings
         self.pinned = pinned
         self.skipped: list[tuple[Path, str]] = []
-        self.results: list[EvalResult] = []
+        self.entries: list[dict[str, Any]] = []
         self._engine: BackendEngine | None = None
         self._lm: dspy.LM | None = None
         self._info: ModelInfo | None = None
@@ -106,10 +106,20 @@ class RunState:
         return Counters(*(sum(getattr(c, f) for c in engines) for f in ("calls", "cached", "prompt_tokens",
                                                                          "completion_tokens")))
 
+    def _calls_by_endpoint(self) -> dict[str, int]:
+        # Model calls per endpoint: a kept-alive connection opened earlier makes no new
+        # connect event, so the receipt counts calls at the engine, not only sockets.
+        calls: dict[str, int] = {}
+        for engine in (self._engine, self._prompt_engine):
+            if engine is not None and engine.endpoint:
+                calls[engine.endpoint] = calls.get(engine.endpoint, 0) + engine.counter.calls
+        return calls
+
     @contextmanager
     def audited(self, nodeid: str) -> Iterator[ItemAudit]:
         """Run a block under the egress guard; record its receipt entry; fail it on a blocked attempt."""
         guard, before, error = self.guard(), self.counters(), None
+        calls_before = self._calls_by_endpoint()
         entry = ItemAudit(nodeid, {}, Counters(), [])
         try:
             with guard.active(nodeid):
@@ -118,8 +128,9 @@ class RunState:
             error = exc
         attempts = guard.take(nodeid)
         done = ItemAudit.from_attempts(nodeid, guard.take_contacted(nodeid), self.counters() - before, attempts)
-        if self._info is not None and self._info.endpoint == "in-process" and done.traffic.calls:
-            done.endpoints["in-process"] = done.traffic.calls
+        for endpoint, calls in self._calls_by_endpoint().items():
+            if calls > calls_before.get(endpoint, 0):
+                done.endpoints[endpoint] = done.endpoints.get(endpoint, 0) + calls - calls_before.get(endpoint, 0)
         done.model, done.data = entry.model, entry.data
         self.audit_items.append(done.as_dict())
         blocked = [a for a in attempts if a.blocked]
@@ -217,16 +228,21 @@ class RunState:
         s = self.settings_for(name)
         return self.lm().copy(max_tokens=s.max_tokens, temperature=s.temperature, seed=s.seed)
 
-    def run_eval(self, spec: PromptSpec, program: Any, rows: list[Row]) -> EvalResult:
-        """Evaluate ``program`` on ``rows`` with the task model, counting calls."""
+    def run_eval(self, spec: PromptSpec, program: Any, rows: list[Row], repeats: int = 1) -> EvalResult:
+        """Evaluate ``program`` on ``rows`` with the task model (pooled over ``repeats`` seeds), counting calls."""
         import dspy
 
-        from pytest_dspy_local.evaluation import evaluate_rows
+        from pytest_dspy_local.evaluation import evaluate_rows, pool
 
-        lm, engine = self.lm_for(spec.name), self.engine()
+        engine, runs = self.engine(), []
         calls_before, cached_before = engine.counter.calls, engine.counter.cached
-        with dspy.context(lm=lm, adapter=dspy.JSONAdapter()):
-            result = evaluate_rows(program, rows, spec.metric, spec.inputs, name=spec.name, origin=str(spec.path))
+        for repeat in range(repeats):
+            lm = self.lm_for(spec.name)
+            lm = lm.copy(seed=self.settings_for(spec.name).seed + repeat) if repeat else lm
+            with dspy.context(lm=lm, adapter=dspy.JSONAdapter()):
+                runs.append(evaluate_rows(program, rows, spec.metric, spec.inputs, name=spec.name,
+                                          origin=str(spec.path)))
+        result = pool(runs)
         result.calls = engine.counter.calls - calls_before
         result.cached = engine.counter.cached - cached_before
         result.model = {k: str(v) for k, v in asdict(self.model_info()).items() if k != "details"}
@@ -236,9 +252,8 @@ class RunState:
         """Evaluate one prompt module on its rows (the first ``max_examples``) and record the result."""
         settings = self.settings_for(spec.name)
         rows = rows[: settings.max_examples] if settings.max_examples else rows
-        result = self.run_eval(spec, spec.program, rows)
+        result = self.run_eval(spec, spec.program, rows, settings.repeats)
         result.threshold = self.threshold(spec)
-        self.results.append(result)
         return result
 
     def queue_snapshot(
@@ -260,10 +275,47 @@ class RunState:
         self.written = sorted(changed)
         self.pending.clear()
 
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Record each prompt item's outcome (on the controller, under xdist)."""
+        from pytest_dspy_local.reports import error_entry, prompt_entry
+
+        if not getattr(report, "dspy_prompt", False):
+            return
+        result = getattr(report, "dspy_result", None)
+        if result is not None:
+            self.entries.append(prompt_entry(result, report.outcome))
+        elif report.failed:
+            self.entries.append(error_entry(report.nodeid, report.longreprtext.strip().splitlines()[-1:][0]
+                                            if report.longreprtext.strip() else "error"))
+
+    def report_document(self) -> dict[str, Any]:
+        """The JSON/Markdown/HTML report document for this run."""
+        from pytest_dspy_local.reports import document
+
+        s = self.settings
+        return document(self.entries, {"alpha": s.alpha, "min_delta": s.min_delta, "repeats": s.repeats})
+
+    def write_reports(self, json_path: str | None, html_path: str | None) -> None:
+        """Write the JSON and HTML reports asked for, and the GitHub step summary when it is set."""
+        from pytest_dspy_local import reports
+
+        if not self.entries:
+            return
+        doc = self.report_document()
+        if json_path:
+            reports.write_json(Path(json_path), doc)
+        if html_path:
+            from pytest_dspy_local.html_report import render_html
+            from pytest_dspy_local.snapshot import write_atomically
+
+            write_atomically({Path(html_path): render_html(doc).encode()})
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary:
+            reports.append_step_summary(Path(summary), doc)
+
     def handover(self) -> dict[str, Any]:
-        """What an xdist worker sends the controller: results, snapshots, receipt entries."""
+        """What an xdist worker sends the controller: snapshots, receipt entries, unused snapshots."""
         return {
-            "results": [r.to_dict() for r in self.results],
             "snapshots": {str(p): c.decode() for p, c in self.pending.items()},
             "audit": self.audit_items,
             "unused": [str(p) for p in self.unused_snapshots()],
@@ -271,9 +323,6 @@ class RunState:
 
     def take_over(self, output: dict[str, Any]) -> None:
         """Controller side of ``handover``."""
-        from pytest_dspy_local.evaluation import EvalResult
-
-        self.results += [EvalResult.from_dict(r) for r in output.get("results", [])]
         self.pending.update({Path(p): c.encode() for p, c in output.get("snapshots", {}).items()})
         self.audit_items += output.get("audit", [])
         self.snapshot_files.update(Path(p) for p in output.get("unused", []))
@@ -299,8 +348,9 @@ class RunState:
         return sorted(p for p in self.snapshot_files if (m := module_of(p)) is not None and not m.is_file())
 
     def call_totals(self) -> tuple[int, int]:
-        """Model calls made and answered from the cache, over all prompts so far."""
-        return sum(r.calls for r in self.results), sum(r.cached for r in self.results)
+        """Model calls made and answered from the cache over every guarded item (optimizing included)."""
+        calls = sum(int(i["model_calls"]) for i in self.audit_items)
+        return calls, sum(int(i["cached_answers"]) for i in self.audit_items)
 
     def close(self) -> None:
         """Free the models."""

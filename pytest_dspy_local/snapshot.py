@@ -1,4 +1,8 @@
-"""Snapshots of optimized prompts in ``__snapshots__/`` beside the prompt module.
+"""Snapshots of optimized prompts in ``__prompt_snapshots__/`` beside the prompt module.
+
+Not syrupy's ``__snapshots__/``: syrupy scans the ``__snapshots__`` directory beside every
+collected test file and deletes files it does not own on ``--snapshot-update`` (seen with
+syrupy 7.0.2), which would delete these. A directory of their own keeps both tools safe.
 
 Three files per prompt module ``prompt_triage.py``:
 
@@ -16,7 +20,6 @@ atomically (temp file + rename), so a killed run leaves the old snapshot intact.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -27,7 +30,7 @@ from typing import Any
 
 from pytest_dspy_local.exceptions import PromptError
 
-SNAPSHOT_DIR = "__snapshots__"
+SNAPSHOT_DIR = "__prompt_snapshots__"
 SUFFIXES = (".program.json", ".prompt.md", ".baseline.json")
 
 
@@ -60,9 +63,10 @@ def stable_json(value: Any) -> str:
 
 
 def inputs_id(inputs: Mapping[str, Any]) -> str:
-    """A stable id for an example: sha256 of its inputs as canonical JSON (first 16 hex)."""
-    canonical = json.dumps(inputs, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    """A stable id for an example (see ``evaluation.example_id``)."""
+    from pytest_dspy_local.evaluation import example_id
+
+    return example_id(dict(inputs))
 
 
 def program_shape(program: Any) -> dict[str, dict[str, list[str]]]:
@@ -142,7 +146,7 @@ def render_prompt(name: str, program: Any, inputs: Mapping[str, Any]) -> str:
 
     adapter = dspy.JSONAdapter()
     lines = [f"# Prompt `{name}` as the model sees it", "",
-             "Rendered by pytest-dspy-local with DSPy's JSONAdapter for one held-out example.", ""]
+             "Rendered by pytest-dspy-local with DSPy's JSONAdapter for the first example.", ""]
     for predictor_name, predictor in program.named_predictors():
         values = {f: inputs.get(f, f"{{{f}}}") for f in predictor.signature.input_fields}
         messages = adapter.format(predictor.signature, predictor.demos, values)
@@ -171,11 +175,12 @@ def baseline_document(
         "n": result.n,
         "parse_failures": result.parse_failures,
         "examples": [
-            {"id": inputs_id(e.inputs), "source": e.source, "score": round(e.score, 6), "parsed": e.error is None}
+            {"id": e.id, "source": e.source, "score": round(e.score, 6), "parsed": e.error is None}
             for e in result.examples
         ],
         "model": {"backend": model.backend, "model": model.model, "digest": model.digest},
         "data": {"origin": dataset.origin, "sha256": dataset.sha256},
+        "repeats": result.repeats,
         "versions": _versions(),
     }
     if outcome is not None:
@@ -194,14 +199,33 @@ def baseline_document(
     return document
 
 
+def history(previous: dict[str, Any] | None, document: dict[str, Any]) -> list[dict[str, Any]]:
+    """The score history: the previous baseline's, plus this one unless it repeats the last entry."""
+    entries = list((previous or {}).get("history", []))
+    label = f"optimize {document['optimization']['optimizer']}" if "optimization" in document else "update-baseline"
+    entry = {"label": label, "score": document["score"], "n": document["n"],
+             "model": document["model"]["digest"][:19]}
+    if not entries or entries[-1] != entry:
+        entries.append(entry)
+    return entries
+
+
 def snapshot_files(
     spec: Any, dataset: Any, paths: SnapshotPaths, result: Any, outcome: Any, model: Any, prompt_model: Any
 ) -> dict[Path, bytes]:
     """The snapshot files to write for a prompt: program and rendered prompt, plus the baseline."""
     document = baseline_document(spec, dataset, result, outcome, model, prompt_model)
+    document["history"] = history(read_baseline(paths), document)
     files = {paths.baseline: stable_json(document).encode()}
     if outcome is not None:
         inputs = outcome.render_inputs
         files[paths.program] = program_bytes(spec.program)
         files[paths.prompt] = render_prompt(spec.name, spec.program, inputs).encode()
     return files
+
+
+def prompt_texts(spec: Any, dataset: Any, paths: SnapshotPaths) -> dict[str, str | None]:
+    """The prompt as rendered now (first example) and as stored with the snapshot, for reports."""
+    inputs = {k: dataset.rows[0].values[k] for k in spec.inputs}
+    stored = paths.prompt.read_text(encoding="utf-8") if paths.prompt.is_file() else None
+    return {"current": render_prompt(spec.name, spec.program, inputs), "baseline": stored}

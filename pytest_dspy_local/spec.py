@@ -69,7 +69,7 @@ class PromptSpec:
     outputs: tuple[str, ...]
 
 
-def _program(module: ModuleType, path: Path) -> Any:
+def make_program(module: ModuleType, path: Path) -> Any:
     import dspy
 
     program = module.program
@@ -121,7 +121,7 @@ def load_spec(module: ModuleType, path: Path) -> PromptSpec:
     metric = module.metric
     if not callable(metric):
         raise PromptError(f"{path}: `metric` must be a function (example, prediction, trace=None) -> number")
-    program = _program(module, path)
+    program = make_program(module, path)
     signature_inputs, outputs = signature_fields(program)
     inputs = _inputs(module, path, signature_inputs)
     return PromptSpec(prompt_name(path), path, program, metric, _threshold(module, path), inputs, outputs)

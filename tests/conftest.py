@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -13,6 +13,11 @@ import pytest
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import dspy  # noqa: F401
 import llama_cpp  # noqa: F401
+from servers.ollama_stub import serve as serve_ollama
+from servers.openai_server import serve as serve_openai
+
+OLLAMA_MODEL = "smollm2:135m"
+OPENAI_MODEL = "smollm2"
 
 SENTIMENT_MODULE = '''
 from typing import Literal
@@ -60,3 +65,29 @@ def write_prompt(pytester: pytest.Pytester) -> PromptWriter:
             (pytester.path / f"prompt_{name}.jsonl").write_text(lines + "\n")
 
     return write
+
+
+@pytest.fixture(scope="session")
+def openai_url() -> Iterator[str]:
+    """Base URL (with /v1) of a real llama_cpp.server serving SmolLM2 as 'smollm2'."""
+    with serve_openai(alias=OPENAI_MODEL) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def ollama_stub_url() -> Iterator[str]:
+    """Base URL of the Ollama API stub serving SmolLM2 as 'smollm2:135m'."""
+    with serve_ollama(OLLAMA_MODEL) as url:
+        yield url
+
+
+@pytest.fixture(autouse=True)
+def shared_answer_cache(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One answer cache for the session's pytester runs (same prompt, same answer, one model call).
+
+    Tests marked ``fresh_cache`` count model calls and keep the cache in their own directory.
+    """
+    if request.node.get_closest_marker("fresh_cache") is None:
+        monkeypatch.setenv("DSPY_LOCAL_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "answers"))

@@ -17,16 +17,13 @@ from typing import Any
 
 import ollama
 import pytest
-from servers.ollama_stub import serve as serve_ollama
-from servers.openai_server import serve as serve_openai
+from conftest import OLLAMA_MODEL, OPENAI_MODEL
 
 from pytest_dspy_local.backends.base import Backend, BackendError, ChatRequest
 from pytest_dspy_local.backends.embedded import default_model_path, file_digest
 from pytest_dspy_local.backends.ollama import OllamaBackend, ollama_url
 from pytest_dspy_local.backends.openai import OpenAIBackend
 
-OLLAMA_MODEL = "smollm2:135m"
-OPENAI_MODEL = "smollm2"
 SENTIMENT = {
     "type": "object",
     "properties": {"sentiment": {"type": "string", "enum": ["positive", "negative"]}},
@@ -84,20 +81,6 @@ def silent_server() -> Iterator[SilentServer]:
         yield server
     finally:
         server.close()
-
-
-@pytest.fixture(scope="session")
-def openai_url() -> Iterator[str]:
-    """Base URL (with /v1) of a real llama_cpp.server serving SmolLM2 as 'smollm2'."""
-    with serve_openai(alias=OPENAI_MODEL) as url:
-        yield url
-
-
-@pytest.fixture(scope="session")
-def ollama_stub_url() -> Iterator[str]:
-    """Base URL of the Ollama API stub serving SmolLM2 as 'smollm2:135m'."""
-    with serve_ollama(OLLAMA_MODEL) as url:
-        yield url
 
 
 @pytest.fixture

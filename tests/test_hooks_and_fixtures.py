@@ -35,6 +35,7 @@ def pytest_terminal_summary(terminalreporter, config):
 '''
 
 
+@pytest.mark.fresh_cache
 def test_conftest_can_add_a_backend_and_see_results(pytester: pytest.Pytester, write_prompt: PromptWriter) -> None:
     write_prompt(extra="threshold = 0.4\n")
     pytester.makeconftest(COUNTING_BACKEND)

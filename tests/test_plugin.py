@@ -283,10 +283,11 @@ def test_selection_with_k_markers_and_last_failed(pytester: pytest.Pytester, wri
     result.stdout.fnmatch_lines(["*prompt_tone.py::tone FAILED*"])
 
 
+@pytest.mark.fresh_cache
 def test_unchanged_rerun_makes_no_model_calls(pytester: pytest.Pytester, write_prompt: PromptWriter) -> None:
     write_prompt(extra="threshold = 0.4\n")
-    pytester.runpytest().stdout.fnmatch_lines(["model calls: 4 (4 to the model, 0 cached)"])
-    pytester.runpytest().stdout.fnmatch_lines(["model calls: 4 (0 to the model, 4 cached)"])
+    pytester.runpytest().stdout.fnmatch_lines(["model calls: 4 (4 to the model, 0 cached) in 1 item(s)"])
+    pytester.runpytest().stdout.fnmatch_lines(["model calls: 4 (0 to the model, 4 cached) in 1 item(s)"])
 
 
 def test_parse_failures_are_counted_not_crashes(pytester: pytest.Pytester, write_prompt: PromptWriter) -> None:

@@ -34,6 +34,15 @@ def resolve_backend_name(settings: Settings) -> str:
     )
 
 
+def make_builtin_backend(settings: Settings) -> Backend:
+    """One of the built-in backends, chosen by settings (outside pytest: no hooks)."""
+    name = resolve_backend_name(settings)
+    backend = pytest_dspy_local_make_backend(name, settings)
+    if backend is None:
+        raise ConfigError(f"backend {name!r} is not built in; choose embedded, ollama or openai")
+    return backend
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_dspy_local_make_backend(name: str, settings: Settings) -> Backend | None:
     """Provide the embedded, ollama and openai backends."""

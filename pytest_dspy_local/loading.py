@@ -1,0 +1,64 @@
+"""Production use, without pytest: load a prompt module's program with its snapshot, and a local LM."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+from pytest_dspy_local.exceptions import PromptError
+
+
+def _import_module(path: Path) -> Any:
+    # A name derived from the path: loading the same file twice gives the same module object.
+    name = "dspy_local_prompt_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise PromptError(f"{path}: cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def load_program(path: str | Path) -> Any:
+    """The prompt module's ``program`` with its snapshot (``__prompt_snapshots__/<stem>.program.json``) loaded.
+
+    Only the module's own code runs; the snapshot is JSON and loading it executes nothing.
+    Configure the model as usual (``dspy.configure(lm=...)``, or ``local_lm()`` below).
+    """
+    from pytest_dspy_local.session import import_dspy
+    from pytest_dspy_local.snapshot import SnapshotPaths, load_into
+    from pytest_dspy_local.spec import make_program
+
+    module_path = Path(path).resolve()
+    if not module_path.is_file():
+        raise PromptError(f"{module_path}: no such prompt module")
+    import_dspy(module_path.parent / ".dspy_cache")
+    module = _import_module(module_path)
+    if not hasattr(module, "program"):
+        raise PromptError(f"{module_path}: defines no `program`")
+    program = make_program(module, module_path)
+    load_into(program, SnapshotPaths.for_module(module_path))
+    return program
+
+
+def local_lm(model: str = "smollm2-135m", *, backend: str = "auto", base_url: str | None = None,
+             max_tokens: int = 256) -> Any:
+    """A ``dspy.LM`` on a local model through the plugin's built-in backends (no answer cache)."""
+    from pytest_dspy_local.backends.builtin import make_builtin_backend
+    from pytest_dspy_local.config import Settings
+    from pytest_dspy_local.engine import BackendEngine, make_lm
+
+    settings = Settings(model=model, backend=backend, base_url=base_url, max_tokens=max_tokens)
+    backend_object = make_builtin_backend(settings)
+    engine = BackendEngine(backend_object, max_tokens=max_tokens, temperature=0.0, seed=0)
+    return make_lm(engine, backend_object.info())
