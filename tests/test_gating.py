@@ -157,8 +157,8 @@ def test_a_change_within_noise_passes_and_is_reported(pytester: pytest.Pytester,
     write_reviews(pytester, "review.startswith('Wow')")
     result = pytester.runpytest("-rA")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["reviews: 0.475 >= 0.300 on 40 examples (0 parse failures), baseline 0.500 (p=0.5)*",
-                                 "flipped right -> wrong (1): prompt_reviews.jsonl:18"])
+    result.stdout.fnmatch_lines(["flipped right -> wrong (1): prompt_reviews.jsonl:18",
+                                 "reviews: 0.475 >= 0.300 on 40 examples (0 parse failures), baseline 0.500 (p=0.5)*"])
 
 
 def test_added_and_removed_examples_are_reported(pytester: pytest.Pytester, baselined: None) -> None:

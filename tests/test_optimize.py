@@ -244,3 +244,26 @@ def test_syrupy_snapshot_update_leaves_prompt_snapshots_alone(
     before = snapshot_bytes(pytester)
     pytester.runpytest("--snapshot-update").assert_outcomes(passed=1)
     assert snapshot_bytes(pytester) == before
+
+
+MIPRO_CHEAP = """[tool.dspy_local.optimizers.mipro]
+auto = "light"
+program_aware_proposer = false
+data_aware_proposer = false
+"""
+
+
+def test_mipro_runs_on_the_embedded_model_with_progress(pytester: pytest.Pytester) -> None:
+    write_code_prompt(pytester)
+    pytester.makepyprojecttoml(MIPRO_CHEAP)
+    result = pytester.runpytest(OPTIMIZE)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([
+        "dspy-local optimize code: mipro on 5 train examples; held-out score before: 0.000",
+        "dspy-local optimize code: step 1: bootstrap fewshot examples (*model calls, * cached)",
+        "dspy-local optimize code: trial 1/*, best so far *",
+        "dspy-local optimize code: optimized (mipro, 5 train / 5 held-out examples): held-out 0.000 -> *",
+    ])
+    baseline = json.loads((pytester.path / "__prompt_snapshots__/prompt_code.baseline.json").read_text())
+    assert baseline["optimization"]["settings"] == {"auto": "light", "data_aware_proposer": False,
+                                                    "program_aware_proposer": False}

@@ -1,0 +1,73 @@
+"""The main job: `pytest example_project` on the embedded model, with every report, twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "example_project"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of example_project with no answer cache."""
+    target = tmp_path_factory.mktemp("example") / "example_project"
+    shutil.copytree(EXAMPLE, target, ignore=shutil.ignore_patterns(".dspy_cache", "__pycache__", ".pytest_cache"))
+    return target
+
+
+def run(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`pytest <project> ...` in a fresh interpreter, as a user runs it (cache in the project)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DSPY_LOCAL_")}
+    return subprocess.run([sys.executable, "-m", "pytest", str(project), "-p", "no:cacheprovider", *args],
+                          cwd=project.parent, capture_output=True, text=True, timeout=900, env=env, check=False)
+
+
+@pytest.fixture(scope="module")
+def first_run(project: Path) -> subprocess.CompletedProcess[str]:
+    """The first run, writing JUnit XML, JSON, HTML and the audit receipt."""
+    return run(project, "-v", f"--junitxml={project / 'j.xml'}", f"--dspy-json={project / 'r.json'}",
+               f"--dspy-report={project / 'r.html'}", f"--dspy-audit={project / 'a.json'}")
+
+
+def test_main_job_passes_naming_the_model(first_run: subprocess.CompletedProcess[str]) -> None:
+    assert first_run.returncode == 0, first_run.stdout[-3000:]
+    out = first_run.stdout
+    assert "dspy-local: backend embedded, model smollm2-135m" in out
+    assert re.search(r"dspy-local model: SmolLM2-135M-Instruct\.Q4_1\.gguf sha256:[0-9a-f]{12} ", out)
+    assert len(re.findall(r"prompt_\w+\.py::\w+ PASSED \(score", out)) >= 2
+
+
+def test_reports_are_written(project: Path, first_run: subprocess.CompletedProcess[str]) -> None:
+    suites = ET.parse(project / "j.xml")
+    prompt_cases = [c for c in suites.iter("testcase") if c.get("classname", "").endswith(("prompt_triage",
+                                                                                          "prompt_order_id"))]
+    assert len(prompt_cases) == 2
+    for case in prompt_cases:
+        assert {p.get("name") for p in case.iter("property")} >= {"dspy_score", "dspy_threshold", "dspy_n"}
+    report = json.loads((project / "r.json").read_text())
+    assert report["schema"] == "pytest-dspy-local/report" and report["totals"]["prompts"] == 2
+    parsed = sum(p["n"] - p["parse_failures"] for p in report["prompts"]) / sum(p["n"] for p in report["prompts"])
+    assert parsed >= 0.99
+    html = (project / "r.html").read_text()
+    assert not re.search(r"""(?:src|href)\s*=\s*["'](?!#)""", html) and "url(" not in html
+
+
+def test_audit_lists_only_the_in_process_model(project: Path, first_run: subprocess.CompletedProcess[str]) -> None:
+    receipt = json.loads((project / "a.json").read_text())
+    assert receipt["totals"]["endpoints"] == ["in-process"]
+    assert receipt["totals"]["blocked_attempts"] == 0
+
+
+def test_unchanged_rerun_makes_no_model_calls(project: Path, first_run: subprocess.CompletedProcess[str]) -> None:
+    again = run(project)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert re.search(r"model calls: (\d+) \(0 to the model, \1 cached\)", again.stdout)
