@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pytest_dspy_local.egress import BlockedAttempt
+from pytest_dspy_local.engine import Counters
 from pytest_dspy_local.snapshot import stable_json, write_atomically
 
 RECEIPT_VERSION = 1
@@ -22,19 +23,6 @@ COVERAGE = (
     "process and its threads, while prompt items and dspy_lm tests ran. Not covered: sockets "
     "opened by native code without Python, child processes, and anything outside those items."
 )
-
-
-@dataclass
-class Counters:
-    """Model traffic so far (both models); subtract two to get one item's share."""
-
-    calls: int = 0
-    cached: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    def __sub__(self, other: Counters) -> Counters:
-        return Counters(*(a - b for a, b in zip(asdict(self).values(), asdict(other).values(), strict=True)))
 
 
 @dataclass

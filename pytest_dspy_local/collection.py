@@ -19,10 +19,10 @@ from pytest_dspy_local import data
 from pytest_dspy_local.exceptions import PromptError, PromptFailure
 from pytest_dspy_local.gating import against_baseline
 from pytest_dspy_local.optimization import Outcome, optimize_prompt
-from pytest_dspy_local.report import detail_lines, failure_lines
 from pytest_dspy_local.session import STATE_KEY
 from pytest_dspy_local.snapshot import SnapshotPaths, load_into, prompt_texts, read_baseline
 from pytest_dspy_local.spec import REQUIRED, declared_names, load_spec, prompt_name
+from pytest_dspy_local.terminal import detail_lines, failure_lines
 
 if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr

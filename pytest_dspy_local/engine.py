@@ -4,7 +4,7 @@ usage tracking and retries keep working for local models."""
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import TYPE_CHECKING, Any
 
 from pytest_dspy_local.backends.base import Backend, ChatRequest, ChatResult, ModelInfo
@@ -18,13 +18,19 @@ _FINISH = {"stop": "stop", "length": "length", "eos": "stop"}
 
 
 @dataclass
-class CallCounter:
-    """Model calls that really reached the backend (cache hits never do)."""
+class Counters:
+    """Model traffic: calls that reached the backend, answers from the cache, tokens."""
 
     calls: int = 0
     cached: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+
+    def __sub__(self, other: Counters) -> Counters:
+        return Counters(*(a - b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+    def __add__(self, other: Counters) -> Counters:
+        return Counters(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
 
 def _text_of(system: Any) -> str:
@@ -63,7 +69,7 @@ class BackendEngine:
         self.cache = cache
         self.model_id = ""  # set once the model's digest is known; part of every cache key
         self.endpoint = ""  # where the calls go: "in-process" or the server URL
-        self.counter = CallCounter()
+        self.counter = Counters()
         self._defaults = (max_tokens, temperature, seed)
         self._lock = threading.Lock()
         self._draws = 0

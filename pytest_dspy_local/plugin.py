@@ -17,9 +17,9 @@ from pytest_dspy_local.backends import builtin
 from pytest_dspy_local.config import ConfigError, environ, resolve
 from pytest_dspy_local.exceptions import PromptError
 from pytest_dspy_local.optimization import check_dependencies
-from pytest_dspy_local.report import model_line, snapshot_lines, status_word, summary_lines
 from pytest_dspy_local.session import STATE_KEY, RunState
 from pytest_dspy_local.snapshot import module_of
+from pytest_dspy_local.terminal import model_line, snapshot_lines, status_word, summary_lines
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_dspy_local.audit import Counters, ItemAudit
+from pytest_dspy_local.audit import ItemAudit
 from pytest_dspy_local.backends.base import BackendError, ModelInfo
 from pytest_dspy_local.backends.builtin import resolve_backend_name
 from pytest_dspy_local.config import ConfigError, Settings, for_prompt
+from pytest_dspy_local.engine import Counters
 from pytest_dspy_local.exceptions import PromptError
 
 if TYPE_CHECKING:
@@ -102,9 +103,10 @@ class RunState:
 
     def counters(self) -> Counters:
         """Model traffic so far over both models."""
-        engines = [e.counter for e in (self._engine, self._prompt_engine) if e is not None]
-        return Counters(*(sum(getattr(c, f) for c in engines) for f in ("calls", "cached", "prompt_tokens",
-                                                                         "completion_tokens")))
+        total = Counters()
+        for engine in (self._engine, self._prompt_engine):
+            total = total + engine.counter if engine is not None else total
+        return total
 
     def _calls_by_endpoint(self) -> dict[str, int]:
         # Model calls per endpoint: a kept-alive connection opened earlier makes no new
@@ -219,9 +221,8 @@ class RunState:
 
     def calls_text(self) -> str:
         """``N model calls, M cached`` so far, over both models."""
-        engines = [e for e in (self._engine, self._prompt_engine) if e is not None]
-        calls = sum(e.counter.calls for e in engines)
-        return f"{calls} model calls, {sum(e.counter.cached for e in engines)} cached"
+        total = self.counters()
+        return f"{total.calls} model calls, {total.cached} cached"
 
     def lm_for(self, name: str) -> dspy.LM:
         """The task model with the prompt's own max_tokens, temperature and seed."""
@@ -277,7 +278,7 @@ class RunState:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Record each prompt item's outcome (on the controller, under xdist)."""
-        from pytest_dspy_local.reports import error_entry, prompt_entry
+        from pytest_dspy_local.run_report import error_entry, prompt_entry
 
         if not getattr(report, "dspy_prompt", False):
             return
@@ -290,14 +291,14 @@ class RunState:
 
     def report_document(self) -> dict[str, Any]:
         """The JSON/Markdown/HTML report document for this run."""
-        from pytest_dspy_local.reports import document
+        from pytest_dspy_local.run_report import document
 
         s = self.settings
         return document(self.entries, {"alpha": s.alpha, "min_delta": s.min_delta, "repeats": s.repeats})
 
     def write_reports(self, json_path: str | None, html_path: str | None) -> None:
         """Write the JSON and HTML reports asked for, and the GitHub step summary when it is set."""
-        from pytest_dspy_local import reports
+        from pytest_dspy_local import run_report as reports
 
         if not self.entries:
             return

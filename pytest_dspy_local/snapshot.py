@@ -202,7 +202,8 @@ def baseline_document(
 def history(previous: dict[str, Any] | None, document: dict[str, Any]) -> list[dict[str, Any]]:
     """The score history: the previous baseline's, plus this one unless it repeats the last entry."""
     entries = list((previous or {}).get("history", []))
-    label = f"optimize {document['optimization']['optimizer']}" if "optimization" in document else "update-baseline"
+    optimization = document.get("optimization")
+    label = f"optimize {optimization['optimizer']}" if optimization else "update-baseline"
     entry = {"label": label, "score": document["score"], "n": document["n"],
              "model": document["model"]["digest"][:19]}
     if not entries or entries[-1] != entry:
@@ -215,7 +216,13 @@ def snapshot_files(
 ) -> dict[Path, bytes]:
     """The snapshot files to write for a prompt: program and rendered prompt, plus the baseline."""
     document = baseline_document(spec, dataset, result, outcome, model, prompt_model)
-    document["history"] = history(read_baseline(paths), document)
+    previous = read_baseline(paths)
+    if outcome is None and previous is not None and "optimization" in previous:
+        # --dspy-update-baseline re-records results; the program, and how it was made, are unchanged.
+        document["optimization"] = previous["optimization"]
+        document["history"] = history(previous, {**document, "optimization": None})
+    else:
+        document["history"] = history(previous, document)
     files = {paths.baseline: stable_json(document).encode()}
     if outcome is not None:
         inputs = outcome.render_inputs

@@ -12,6 +12,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from browser import open_page
+from test_html_report import check_history_plots
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "example_project"
 
@@ -71,3 +73,13 @@ def test_unchanged_rerun_makes_no_model_calls(project: Path, first_run: subproce
     again = run(project)
     assert again.returncode == 0, again.stdout[-3000:]
     assert re.search(r"model calls: (\d+) \(0 to the model, \1 cached\)", again.stdout)
+
+
+def test_html_report_renders_offline_in_chromium(
+    project: Path, first_run: subprocess.CompletedProcess[str], tmp_path: Path
+) -> None:
+    with open_page(project / "r.html", tmp_path / "profile") as (page, requests):
+        page.screenshot(path=str(tmp_path / "r.png"), full_page=True)
+        check_history_plots(page, [(2, 1), (2, 1)])  # each prompt: its stored baseline and this run
+    assert requests == [(project / "r.html").as_uri()]
+    assert (tmp_path / "r.png").stat().st_size > 20_000

@@ -1,4 +1,4 @@
-"""Readable text for failing prompts, verbose status lines and the session summary."""
+"""What pytest prints for prompt items: failure reports, verbose status words, the session summary."""
 
 from __future__ import annotations
 
