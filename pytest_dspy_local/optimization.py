@@ -106,20 +106,24 @@ def run_optimizer(run: OptimizerRun, program: Any, metric: Callable[..., Any], t
     student = copy.deepcopy(program)
     with dspy.context(lm=run.task_lm, adapter=dspy.JSONAdapter()):
         if run.name == "mipro":
-            init = {"auto": "light", **init}
+            # MIPROv2 refuses num_candidates / num_trials alongside `auto`.
+            init = {"auto": None if "num_candidates" in init or "num_trials" in comp else "light", **init}
             optimizer = dspy.MIPROv2(metric, prompt_model=run.prompt_lm, task_model=run.task_lm,
                                      num_threads=1, seed=run.seed, **init)
             # The seed goes to the constructor: compile(seed=0) is silently replaced (`seed or self.seed`).
             return optimizer.compile(student, trainset=trainset, **comp)
         if run.name == "bootstrap":
             return dspy.BootstrapFewShot(metric=metric, **init).compile(student, trainset=trainset, **comp)
-        init = {"auto": "light", **init}
+        # GEPA takes exactly one budget: auto, max_full_evals or max_metric_calls.
+        budgets = {"auto", "max_full_evals", "max_metric_calls"}
+        init = init if budgets & set(init) else {"auto": "light", **init}
         gepa = dspy.GEPA(_gepa_metric(metric), reflection_lm=run.prompt_lm, num_threads=1, seed=run.seed, **init)
         return gepa.compile(student, trainset=trainset, **comp)
 
 
 _TRIAL = re.compile(r"Trial (\d+) / (\d+)")
-_BEST = re.compile(r"Best (?:full )?score so far: ([0-9.]+)")
+_BEST = re.compile(r"Best[^:]*score[^:]*: ([0-9.]+)")
+_ITERATION = re.compile(r"^Iteration (\d+):")
 _STEP = re.compile(r"STEP (\d): ([A-Z ]+)")
 
 
@@ -141,8 +145,13 @@ class ProgressHandler(logging.Handler):
             self._write(f"step {step.group(1)}: {step.group(2).strip().lower()} ({self._calls()})")
         elif (trial := _TRIAL.search(message)) and trial.group(0) != self.trial:
             self.trial = trial.group(0)
-            shown = "-" if self.best is None else f"{self.best:g}"
-            self._write(f"trial {trial.group(1)}/{trial.group(2)}, best so far {shown} ({self._calls()})")
+            self._write(f"trial {trial.group(1)}/{trial.group(2)}, best so far {self._best()} ({self._calls()})")
+        elif (iteration := _ITERATION.search(message)) and iteration.group(0) != self.trial:
+            self.trial = iteration.group(0)  # GEPA
+            self._write(f"iteration {iteration.group(1)}, best so far {self._best()} ({self._calls()})")
+
+    def _best(self) -> str:
+        return "-" if self.best is None else f"{self.best:g}"
 
 
 @contextmanager

@@ -267,3 +267,14 @@ def test_mipro_runs_on_the_embedded_model_with_progress(pytester: pytest.Pyteste
     baseline = json.loads((pytester.path / "__prompt_snapshots__/prompt_code.baseline.json").read_text())
     assert baseline["optimization"]["settings"] == {"auto": "light", "data_aware_proposer": False,
                                                     "program_aware_proposer": False}
+
+
+def test_gepa_runs_on_the_embedded_model_with_its_budget_knob(pytester: pytest.Pytester) -> None:
+    write_code_prompt(pytester)
+    pytester.makepyprojecttoml("[tool.dspy_local.optimizers.gepa]\nmax_metric_calls = 30\n")
+    result = pytester.runpytest(OPTIMIZE, f"{OPTIMIZER}=gepa")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["dspy-local optimize code: iteration 1, best so far *",
+                                 "dspy-local optimize code: optimized (gepa, 5 train / 5 held-out examples): *"])
+    baseline = json.loads((pytester.path / "__prompt_snapshots__/prompt_code.baseline.json").read_text())
+    assert baseline["optimization"]["settings"] == {"max_metric_calls": 30}
