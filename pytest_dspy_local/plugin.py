@@ -83,11 +83,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if workeroutput is not None:
         workeroutput["dspy_local"] = state.handover()
         return
-    state.flush_snapshots()
-    audit = session.config.getoption("dspy_audit")
-    if audit:
-        state.write_audit(Path(audit))
-    state.write_reports(session.config.getoption("dspy_json"), session.config.getoption("dspy_report"))
+    try:
+        state.flush_snapshots()
+        audit = session.config.getoption("dspy_audit")
+        if audit:
+            state.write_audit(Path(audit))
+        state.write_reports(session.config.getoption("dspy_json"), session.config.getoption("dspy_report"))
+    except OSError as exc:
+        raise pytest.UsageError(f"dspy-local: cannot write {exc.filename} ({exc.strerror}); fix the path") from None
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -303,3 +303,12 @@ def test_under_xdist(pytester: pytest.Pytester, write_prompt: PromptWriter) -> N
     write_prompt("mood", extra="threshold = 0.4\n")
     write_prompt("tone", extra="threshold = 0.4\n")
     pytester.runpytest("-n", "2").assert_outcomes(passed=2)
+
+
+def test_unwritable_report_path_is_one_line(pytester: pytest.Pytester, write_prompt: PromptWriter) -> None:
+    write_prompt(extra="threshold = 0.4\n")
+    blocker = pytester.path / "not_a_dir"
+    blocker.write_text("")
+    result = pytester.runpytest(f"--dspy-json={blocker / 'r.json'}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: dspy-local: cannot write *not_a_dir* (File exists); fix the path"])
