@@ -6,13 +6,13 @@ llama.cpp: a repo without prompt modules pays nothing for the plugin.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_dspy_local import collection, hookspecs, options
+from pytest_dspy_local import collection, fixtures, hookspecs, options
 from pytest_dspy_local.backends import builtin
 from pytest_dspy_local.config import ConfigError, environ, resolve
 from pytest_dspy_local.exceptions import PromptError
@@ -56,7 +56,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("dspy_clear_cache") and not hasattr(config, "workerinput"):
         state.clear_cache()
     config.pluginmanager.register(builtin, "dspy_local_backends")
-    config.pluginmanager.register(_Fixtures(), "dspy_local_fixtures")
+    config.pluginmanager.register(fixtures, "dspy_local_fixtures")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -155,25 +155,3 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         terminalreporter.write_line(line)
     for line in snapshot_lines(state.written, state.unused_snapshots()):
         terminalreporter.write_line(line)
-
-
-class _Fixtures:
-    """Fixtures for hand-written evaluation tests."""
-
-    @pytest.fixture
-    def dspy_lm(self, request: pytest.FixtureRequest) -> Iterator[Any]:
-        """The configured local model as a ``dspy.LM``, active (with JSONAdapter) for the test."""
-        from pytest_dspy_local.exceptions import PromptError
-
-        state = request.config.stash[STATE_KEY]
-        try:
-            lm = state.lm()
-        except PromptError as exc:
-            pytest.fail(str(exc), pytrace=False)
-        import dspy
-
-        try:
-            with state.audited(request.node.nodeid), dspy.context(lm=lm, adapter=dspy.JSONAdapter()):
-                yield lm
-        except PromptError as exc:  # a blocked connection during the test
-            pytest.fail(str(exc), pytrace=False)
