@@ -8,7 +8,6 @@ fixture is ``request`` (the dataset fixture is looked up when it runs).
 
 from __future__ import annotations
 
-import fnmatch
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,11 +30,6 @@ if TYPE_CHECKING:
     from pytest_dspy_local.evaluation import EvalResult
     from pytest_dspy_local.session import RunState
     from pytest_dspy_local.spec import PromptSpec
-
-
-def matches(path: Path, patterns: tuple[str, ...]) -> bool:
-    """Does ``path``'s file name match one of the prompt file patterns?"""
-    return path.suffix == ".py" and any(fnmatch.fnmatch(path.name, p) for p in patterns)
 
 
 def _prompt_runner(request: pytest.FixtureRequest) -> None:
@@ -67,6 +61,7 @@ class PromptModule(pytest.Module):
 class PromptItem(pytest.Function):
     """Evaluates one prompt module's program on its data with the configured model."""
 
+    is_prompt_item = True  # how plugin.py recognises these without importing this module
     dspy_result: dict[str, Any] | None = None  # copied onto the call report (and so across xdist)
 
     def _dataset(self, spec: PromptSpec) -> data.Dataset:

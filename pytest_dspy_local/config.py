@@ -22,6 +22,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 DEFAULT_MODEL = "smollm2-135m"
+SNAPSHOT_DIR = "__prompt_snapshots__"  # beside each prompt module; see snapshot.py for why not __snapshots__
 BACKENDS = ("auto", "embedded", "ollama", "openai")
 OPTIMIZERS = ("mipro", "bootstrap", "gepa")
 ENV_PREFIX = "DSPY_LOCAL_"
@@ -61,6 +62,11 @@ class Settings:
     prompts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     optimizers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
+    def with_paths_from(self, root: Path) -> Settings:
+        """A relative ``gguf:`` path that does not exist from the current directory is read from ``root``."""
+        return dataclasses.replace(self, model=_gguf_from(self.model, root),
+                                   prompt_model=_gguf_from(self.prompt_model, root) if self.prompt_model else None)
+
     def for_prompt_model(self) -> Settings | None:
         """Settings for the proposal model, or None when it is the task model."""
         if self.prompt_model is None:
@@ -68,6 +74,15 @@ class Settings:
         return dataclasses.replace(
             self, model=self.prompt_model, backend=self.prompt_backend, base_url=self.prompt_base_url
         )
+
+
+def _gguf_from(model: str, root: Path) -> str:
+    if not model.startswith("gguf:"):
+        return model
+    path = Path(model[5:]).expanduser()
+    if path.is_absolute() or path.exists() or not (root / path).exists():
+        return model
+    return f"gguf:{root / path}"
 
 
 def _as_float(key: str, value: Any) -> float:

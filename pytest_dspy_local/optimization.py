@@ -223,7 +223,8 @@ def optimize_prompt(state: Any, spec: Any, dataset: Any, paths: Any, write: Call
         existed = load_into(spec.program, paths)
     except PromptError:
         existed = False  # a snapshot of another shape is what --optimize replaces
-    train, heldout = split_rows(dataset.rows, settings.train_fraction, settings.seed)
+    rows = dataset.rows[: settings.max_examples] if settings.max_examples else dataset.rows
+    train, heldout = split_rows(rows, settings.train_fraction, settings.seed)
     knobs = dict(settings.optimizers.get(settings.optimizer, {}))
     route_knobs(settings.optimizer, knobs)  # bad knobs fail before any model call
     before = state.run_eval(spec, spec.program, heldout).score

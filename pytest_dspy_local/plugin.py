@@ -6,20 +6,20 @@ llama.cpp: a repo without prompt modules pays nothing for the plugin.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_dspy_local import collection, fixtures, hookspecs, options
-from pytest_dspy_local.backends import builtin
-from pytest_dspy_local.config import ConfigError, environ, resolve
+from pytest_dspy_local import hookspecs, options
+from pytest_dspy_local.config import SNAPSHOT_DIR, ConfigError, environ, resolve
 from pytest_dspy_local.exceptions import PromptError
-from pytest_dspy_local.optimization import check_dependencies
 from pytest_dspy_local.session import STATE_KEY, RunState
-from pytest_dspy_local.snapshot import module_of
-from pytest_dspy_local.terminal import model_line, snapshot_lines, status_word, summary_lines
+
+# Everything else is imported where it is used: a run without prompt modules imports
+# little beyond this module (bench/bench_overhead.py measures it).
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -45,8 +45,10 @@ def pytest_configure(config: pytest.Config) -> None:
         settings, pinned = resolve(options.cli_values(config), environ(), _pyproject(config))
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
-    state = RunState(config, settings, pinned)
+    state = RunState(config, settings.with_paths_from(config.rootpath), pinned)
     if state.optimize_mode is not None:
+        from pytest_dspy_local.optimization import check_dependencies
+
         try:
             check_dependencies(settings.optimizer)
         except PromptError as exc:
@@ -55,8 +57,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(state, "dspy_local_state")
     if config.getoption("dspy_clear_cache") and not hasattr(config, "workerinput"):
         state.clear_cache()
+    from pytest_dspy_local.backends import builtin
+
     config.pluginmanager.register(builtin, "dspy_local_backends")
-    config.pluginmanager.register(fixtures, "dspy_local_fixtures")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -69,11 +72,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     """Collect prompt modules."""
     state = parent.config.stash[STATE_KEY]
-    if module_of(file_path) is not None:
+    if file_path.parent.name == SNAPSHOT_DIR:
         state.snapshot_files.add(file_path)
-    if not collection.matches(file_path, state.settings.prompt_files):
+    if file_path.suffix != ".py" or not any(fnmatch(file_path.name, p) for p in state.settings.prompt_files):
         return None
-    return collection.make_collector(parent, file_path)
+    from pytest_dspy_local.collection import make_collector
+
+    return make_collector(parent, file_path)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -117,7 +122,9 @@ def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Ite
     lines = []
     if config.option.verbose > 0 or config.option.collectonly:
         lines += [f"dspy-local: not a prompt module: {p} ({why})" for p, why in state.skipped]
-    if any(isinstance(i, collection.PromptItem) for i in items) and not config.option.collectonly:
+    if any(getattr(i, "is_prompt_item", False) for i in items) and not config.option.collectonly:
+        from pytest_dspy_local.terminal import model_line
+
         lines.append(model_line(state))
     return lines
 
@@ -128,11 +135,12 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Carry a prompt item's result on its report (xdist sends reports to the controller)."""
     report = yield
-    if isinstance(item, collection.PromptItem):
+    if getattr(item, "is_prompt_item", False):
         # Plain attributes: pytest serializes a report's __dict__ for xdist and restores it.
         setattr(report, "dspy_prompt", True)  # noqa: B010
-        if call.when == "call" and item.dspy_result is not None:
-            setattr(report, "dspy_result", item.dspy_result)  # noqa: B010
+        result = getattr(item, "dspy_result", None)
+        if call.when == "call" and result is not None:
+            setattr(report, "dspy_result", result)  # noqa: B010
     return report
 
 
@@ -141,6 +149,8 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -
     props = dict(getattr(report, "user_properties", ()))
     if report.when != "call" or "dspy_score" not in props:
         return None
+    from pytest_dspy_local.terminal import status_word
+
     outcome = "passed" if report.passed else "failed"
     return outcome, "." if report.passed else "F", status_word(report.passed, props)
 
@@ -150,8 +160,27 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     state = config.stash[STATE_KEY]
     if hasattr(config, "workerinput") or not (state.entries or state.written or state.unused_snapshots()):
         return
+    from pytest_dspy_local.terminal import snapshot_lines, summary_lines
+
     terminalreporter.section("dspy-local")
     for line in summary_lines(state.entries, *state.call_totals(), len(state.audit_items)):
         terminalreporter.write_line(line)
     for line in snapshot_lines(state.written, state.unused_snapshots()):
         terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def dspy_lm(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The configured local model as a ``dspy.LM``, active (with JSONAdapter) and egress-guarded for the test."""
+    state = request.config.stash[STATE_KEY]
+    try:
+        lm = state.lm()
+    except PromptError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    import dspy
+
+    try:
+        with state.audited(request.node.nodeid), dspy.context(lm=lm, adapter=dspy.JSONAdapter()):
+            yield lm
+    except PromptError as exc:  # a connection the egress guard blocked during the test
+        pytest.fail(str(exc), pytrace=False)

@@ -15,19 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_dspy_local.audit import ItemAudit
 from pytest_dspy_local.backends.base import BackendError, ModelInfo
-from pytest_dspy_local.backends.builtin import resolve_backend_name
 from pytest_dspy_local.config import ConfigError, Settings, for_prompt
-from pytest_dspy_local.engine import Counters
 from pytest_dspy_local.exceptions import PromptError
 
 if TYPE_CHECKING:
     import dspy
 
+    from pytest_dspy_local.audit import ItemAudit
     from pytest_dspy_local.data import Dataset, Row
     from pytest_dspy_local.egress import BlockedAttempt, EgressGuard
-    from pytest_dspy_local.engine import BackendEngine
+    from pytest_dspy_local.engine import BackendEngine, Counters
     from pytest_dspy_local.evaluation import EvalResult
     from pytest_dspy_local.optimization import Outcome
     from pytest_dspy_local.snapshot import SnapshotPaths
@@ -103,6 +101,8 @@ class RunState:
 
     def counters(self) -> Counters:
         """Model traffic so far over both models."""
+        from pytest_dspy_local.engine import Counters
+
         total = Counters()
         for engine in (self._engine, self._prompt_engine):
             total = total + engine.counter if engine is not None else total
@@ -120,6 +120,9 @@ class RunState:
     @contextmanager
     def audited(self, nodeid: str) -> Iterator[ItemAudit]:
         """Run a block under the egress guard; record its receipt entry; fail it on a blocked attempt."""
+        from pytest_dspy_local.audit import ItemAudit
+        from pytest_dspy_local.engine import Counters
+
         guard, before, error = self.guard(), self.counters(), None
         calls_before = self._calls_by_endpoint()
         entry = ItemAudit(nodeid, {}, Counters(), [])
@@ -143,6 +146,8 @@ class RunState:
 
     def backend_name(self) -> str:
         """The resolved backend name (never ``auto``)."""
+        from pytest_dspy_local.backends.builtin import resolve_backend_name
+
         return resolve_backend_name(self.settings)
 
     def engine(self) -> BackendEngine:
@@ -158,6 +163,7 @@ class RunState:
         return self._engine
 
     def _make_engine(self, settings: Settings | None = None) -> BackendEngine:
+        from pytest_dspy_local.backends.builtin import resolve_backend_name
         from pytest_dspy_local.engine import BackendEngine
 
         settings = settings or self.settings
@@ -278,10 +284,10 @@ class RunState:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Record each prompt item's outcome (on the controller, under xdist)."""
-        from pytest_dspy_local.run_report import error_entry, prompt_entry
-
         if not getattr(report, "dspy_prompt", False):
             return
+        from pytest_dspy_local.run_report import error_entry, prompt_entry
+
         result = getattr(report, "dspy_result", None)
         if result is not None:
             self.entries.append(prompt_entry(result, report.outcome))

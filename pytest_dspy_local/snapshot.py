@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_dspy_local.config import SNAPSHOT_DIR
 from pytest_dspy_local.exceptions import PromptError
 
-SNAPSHOT_DIR = "__prompt_snapshots__"
 SUFFIXES = (".program.json", ".prompt.md", ".baseline.json")
 
 
