@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from pytest_dspy_local.session import RunState
 
 WORST_SHOWN = 5
+DETAIL_SHOWN = 20
 FLIPS_SHOWN = 10
 VALUE_WIDTH = 160
 
@@ -50,7 +51,8 @@ def failure_lines(result: EvalResult, reasons: Sequence[str]) -> list[str]:
     lines = [f"prompt {result.name!r} failed: {'; '.join(reasons)}"]
     lines.append(f"score {score_line(result)}")
     if result.model:
-        lines.append(f"model: {result.model.get('model')} {result.model.get('digest')} ({result.model.get('backend')})")
+        digest = str(result.model.get("digest", ""))[:19]
+        lines.append(f"model: {result.model.get('model')} {digest} ({result.model.get('backend')})")
     lines += comparison_lines(result.comparison)
     worst = result.worst(WORST_SHOWN)
     if worst:
@@ -61,10 +63,14 @@ def failure_lines(result: EvalResult, reasons: Sequence[str]) -> list[str]:
 
 
 def detail_lines(result: EvalResult) -> list[str]:
-    """Every example's score, for the item's report section."""
+    """The item's report section: score, comparison, notes, and the examples that missed."""
     lines = [f"score {score_line(result)}; {result.calls} model calls, {result.cached} cached"]
     lines += comparison_lines(result.comparison) + result.notes
-    for example in result.examples:
+    missed = [e for e in result.examples if e.score < 1.0 or e.flip]
+    lines.append(f"examples below a full score: {len(missed)} of {result.n}"
+                 + (f" (first {DETAIL_SHOWN}; every example is in --dspy-json and --dspy-report)"
+                    if len(missed) > DETAIL_SHOWN else ""))
+    for example in missed[:DETAIL_SHOWN]:
         got = f"unparseable: {example.error}" if example.error else _fields(example.got)
         lines.append(f"  {example.score:.2f}  {example.source}  {_fields(example.inputs)} -> {got}")
     return lines
@@ -92,14 +98,19 @@ def comparison_lines(comparison: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def status_word(passed: bool, result: dict[str, Any]) -> str:
+def status_word(passed: bool, props: dict[str, Any]) -> str:
     """The ``-v`` status for a prompt item, e.g. ``PASSED (score 0.850 >= 0.700, n=20)``."""
     word = "PASSED" if passed else "FAILED"
-    score, threshold = result.get("dspy_score"), result.get("dspy_threshold")
+    score, threshold, baseline = props.get("dspy_score"), props.get("dspy_threshold"), props.get("dspy_baseline")
     if score is None:
         return word
-    relation = ">=" if threshold is None or score >= threshold else "<"
-    return f"{word} (score {score:.3f} {relation} {threshold:.3f}, n={result.get('dspy_n')})"
+    if threshold is not None and score < threshold:
+        return f"{word} (score {score:.3f} < {threshold:.3f}, n={props.get('dspy_n')})"
+    if not passed and baseline is not None:
+        p_value = props.get("dspy_p_value")
+        return f"{word} (regression {baseline:.3f} -> {score:.3f}, p={p_value:.3g}, n={props.get('dspy_n')})"
+    shown = "" if threshold is None else f" >= {threshold:.3f}"
+    return f"{word} (score {score:.3f}{shown}, n={props.get('dspy_n')})"
 
 
 def _summary_line(entry: dict[str, Any]) -> str:

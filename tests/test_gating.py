@@ -146,6 +146,7 @@ def test_flipping_five_of_forty_fails_with_p_value_and_flips(pytester: pytest.Py
         "flipped right -> wrong (5): prompt_reviews.jsonl:16, prompt_reviews.jsonl:17, prompt_reviews.jsonl:18, "
         "prompt_reviews.jsonl:19, prompt_reviews.jsonl:20",
     ])
+    result.stdout.fnmatch_lines(["FAILED (regression 0.500 -> 0.375, p=0.0312, n=40) prompt_reviews.py::reviews*"])
     props = {p.get("name"): p.get("value") for p in ET.parse(pytester.path / "j.xml").iter("property")}
     assert props["dspy_score"] == "0.375" and props["dspy_baseline"] == "0.5" and props["dspy_p_value"] == "0.03125"
     entry = json.loads((pytester.path / "r.json").read_text())["prompts"][0]
