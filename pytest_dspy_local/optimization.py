@@ -151,7 +151,10 @@ class ProgressHandler(logging.Handler):
             self._write(f"iteration {iteration.group(1)}, best so far {self._best()} ({self._calls()})")
 
     def _best(self) -> str:
-        return "-" if self.best is None else f"{self.best:g}"
+        if self.best is None:
+            return "-"
+        # MIPROv2 logs percentages, GEPA fractions; show both as a mean metric in [0, 1].
+        return f"{self.best / 100 if self.best > 1 else self.best:.3f}"
 
 
 @contextmanager

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,8 @@ import time
 
 import pytest
 
-from pytest_dspy_local.options import OPTIMIZE, OPTIMIZE_FORCE, OPTIMIZER
+from pytest_dspy_local.backends.embedded import default_model_path, file_digest
+from pytest_dspy_local.options import OPTIMIZE, OPTIMIZE_FORCE, OPTIMIZER, PROMPT_MODEL
 
 CODE_MODULE = '''
 import dspy
@@ -278,3 +280,20 @@ def test_gepa_runs_on_the_embedded_model_with_its_budget_knob(pytester: pytest.P
                                  "dspy-local optimize code: optimized (gepa, 5 train / 5 held-out examples): *"])
     baseline = json.loads((pytester.path / "__prompt_snapshots__/prompt_code.baseline.json").read_text())
     assert baseline["optimization"]["settings"] == {"max_metric_calls": 30}
+
+
+@pytest.mark.fresh_cache
+def test_a_separate_proposal_model_is_one_setting_away(pytester: pytest.Pytester) -> None:
+    write_code_prompt(pytester)
+    pytester.makepyprojecttoml(MIPRO_CHEAP)
+    # A second real model: the same weights plus one byte, so a different digest and engine.
+    proposer = pytester.path / "proposer.gguf"
+    shutil.copyfile(default_model_path(), proposer)
+    with proposer.open("ab") as handle:
+        handle.write(b"\0")
+    result = pytester.runpytest(OPTIMIZE, f"{PROMPT_MODEL}=gguf:{proposer}")
+    result.assert_outcomes(passed=1)
+    optimization = json.loads((pytester.path / "__prompt_snapshots__/prompt_code.baseline.json").read_text())[
+        "optimization"]
+    assert optimization["prompt_model"]["digest"] == file_digest(proposer)
+    assert optimization["prompt_model"]["digest"] != file_digest(default_model_path())
