@@ -1,4 +1,5 @@
-"""The audit receipt (``--dspy-audit=PATH``): what each prompt item sent where.
+"""The audit receipt (``--dspy-audit=PATH``): what each prompt item sent where, and the
+``Auditor`` that runs each prompt item under the egress guard to collect it.
 
 Per item: the endpoints contacted (``in-process`` for the embedded model, else
 ``host:port`` as seen by the egress guard), model calls and tokens, answers
@@ -7,15 +8,22 @@ served from the cache, blocked attempts, the model digest and the data hash.
 
 from __future__ import annotations
 
+import os
 import platform
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pytest_dspy_local.egress import BlockedAttempt
+from pytest_dspy_local.egress import BlockedAttempt, EgressGuard
 from pytest_dspy_local.engine import Counters
+from pytest_dspy_local.exceptions import PromptError
 from pytest_dspy_local.snapshot import stable_json, write_atomically
+
+if TYPE_CHECKING:
+    from pytest_dspy_local.config import Settings
+    from pytest_dspy_local.models import Models
 
 RECEIPT_VERSION = 1
 COVERAGE = (
@@ -85,3 +93,72 @@ def receipt(items: Sequence[dict[str, Any]], allowed: Sequence[str], blocking: b
 def write_receipt(path: Path, document: dict[str, Any]) -> None:
     """Write the receipt atomically."""
     write_atomically({path: stable_json(document).encode()})
+
+
+def blocked_message(attempts: Sequence[BlockedAttempt], allowed: str) -> str:
+    """One line naming the first refused host and the code that tried."""
+    first = attempts[0]
+    more = f" (and {len(attempts) - 1} more)" if len(attempts) > 1 else ""
+    return (
+        f"dspy-local blocked a connection to {first.endpoint} ({first.event}) from {first.where} in "
+        f"{first.function}{more}: not in the allowed hosts ({allowed}); add it to allow_hosts in "
+        "[tool.dspy_local] if it is intended"
+    )
+
+
+class Auditor:
+    """The run's egress guard and the receipt entries of the items it watched."""
+
+    def __init__(self, settings: Settings, models: Models, *, block: bool) -> None:
+        self.settings = settings
+        self.models = models
+        self.block = block
+        self.items: list[dict[str, Any]] = []
+        self._guard: EgressGuard | None = None
+
+    def allowed_hosts(self) -> list[str]:
+        """Configured hosts plus the model endpoints (URLs are accepted as entries)."""
+        s = self.settings
+        endpoints = [u for u in (s.base_url, s.prompt_base_url, os.environ.get("OLLAMA_HOST")) if u]
+        return [*s.allow_hosts, *endpoints]
+
+    def guard(self) -> EgressGuard:
+        """The egress guard, built on first use (it resolves allowed host names once)."""
+        if self._guard is None:
+            try:
+                self._guard = EgressGuard(self.allowed_hosts(), block=self.block)
+            except ValueError as exc:
+                raise PromptError(f"allow_hosts: {exc}") from None
+        return self._guard
+
+    @contextmanager
+    def audited(self, nodeid: str) -> Iterator[ItemAudit]:
+        """Run a block under the egress guard; record its receipt entry; fail it on a blocked attempt."""
+        guard, before, calls_before, error = self.guard(), self.models.counters(), self.models.calls_by_endpoint(), None
+        entry = ItemAudit(nodeid, {}, Counters(), [])
+        try:
+            with guard.active(nodeid):
+                yield entry
+        except BaseException as exc:  # re-raised below, after the record is made
+            error = exc
+        attempts = guard.take(nodeid)
+        done = ItemAudit.from_attempts(nodeid, guard.take_contacted(nodeid), self.models.counters() - before, attempts)
+        for endpoint, calls in self.models.calls_by_endpoint().items():
+            # A kept-alive connection makes no new connect event: count calls at the engine too.
+            if calls > calls_before.get(endpoint, 0):
+                done.endpoints[endpoint] = done.endpoints.get(endpoint, 0) + calls - calls_before.get(endpoint, 0)
+        done.model, done.data = entry.model, entry.data
+        self.items.append(done.as_dict())
+        blocked = [a for a in attempts if a.blocked]
+        if blocked:
+            raise PromptError(blocked_message(blocked, guard.describe_allowed())) from None
+        if error is not None:
+            raise error
+
+    def totals(self) -> tuple[int, int]:
+        """Model calls made and answered from the cache over every watched item."""
+        return sum(int(i["model_calls"]) for i in self.items), sum(int(i["cached_answers"]) for i in self.items)
+
+    def write(self, path: Path) -> None:
+        """Write the receipt."""
+        write_receipt(path, receipt(self.items, self.allowed_hosts(), self.block))

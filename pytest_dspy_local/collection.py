@@ -41,7 +41,7 @@ class PromptModule(pytest.Module):
 
     def collect(self) -> list[pytest.Item | pytest.Collector]:
         """Import the module, check its declarations, yield its tests and the prompt item."""
-        from pytest_dspy_local.session import import_dspy
+        from pytest_dspy_local.models import import_dspy
 
         import_dspy(self.config.stash[STATE_KEY].cache_dir)
         missing = [n for n in REQUIRED if not hasattr(self.obj, n)]
@@ -88,7 +88,7 @@ class PromptItem(pytest.Function):
     def runtest(self) -> None:
         """Evaluate under the egress guard; fail below the threshold."""
         state = self.config.stash[STATE_KEY]
-        with state.audited(self.nodeid) as entry:
+        with state.auditor.audited(self.nodeid) as entry:
             self._evaluate(state, entry)
 
     def _evaluate(self, state: RunState, entry: ItemAudit) -> None:

@@ -35,7 +35,7 @@ def load_program(path: str | Path) -> Any:
     Only the module's own code runs; the snapshot is JSON and loading it executes nothing.
     Configure the model as usual (``dspy.configure(lm=...)``, or ``local_lm()`` below).
     """
-    from pytest_dspy_local.session import import_dspy
+    from pytest_dspy_local.models import import_dspy
     from pytest_dspy_local.snapshot import SnapshotPaths, load_into
     from pytest_dspy_local.spec import make_program
 

@@ -231,9 +231,10 @@ def optimize_prompt(state: Any, spec: Any, dataset: Any, paths: Any, write: Call
     knobs = dict(settings.optimizers.get(settings.optimizer, {}))
     route_knobs(settings.optimizer, knobs)  # bad knobs fail before any model call
     before = state.run_eval(spec, spec.program, heldout).score
-    run = OptimizerRun(settings.optimizer, knobs, state.lm_for(spec.name), state.prompt_lm(), settings.seed)
+    models = state.models
+    run = OptimizerRun(settings.optimizer, knobs, models.lm_with(settings), models.prompt_lm(), settings.seed)
     write(f"{settings.optimizer} on {len(train)} train examples; held-out score before: {before:.3f}")
-    with progress(write, state.calls_text):
+    with progress(write, models.calls_text):
         candidate = run_optimizer(run, spec.program, spec.metric, _examples(train, spec.inputs))
     after = state.run_eval(spec, candidate, heldout).score
     forced = state.optimize_mode == "force"

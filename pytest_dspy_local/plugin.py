@@ -109,7 +109,7 @@ def pytest_report_header(config: pytest.Config) -> str:
     """Name the configured backend and model."""
     state = config.stash[STATE_KEY]
     try:
-        backend = state.backend_name()
+        backend = state.models.backend_name()
     except ConfigError as exc:
         backend = f"unresolved ({exc})"
     where = f" at {state.settings.base_url}" if state.settings.base_url else ""
@@ -163,7 +163,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     from pytest_dspy_local.terminal import snapshot_lines, summary_lines
 
     terminalreporter.section("dspy-local")
-    for line in summary_lines(state.entries, *state.call_totals(), len(state.audit_items)):
+    for line in summary_lines(state.entries, *state.call_totals()):
         terminalreporter.write_line(line)
     for line in snapshot_lines(state.written, state.unused_snapshots()):
         terminalreporter.write_line(line)
@@ -174,13 +174,13 @@ def dspy_lm(request: pytest.FixtureRequest) -> Iterator[Any]:
     """The configured local model as a ``dspy.LM``, active (with JSONAdapter) and egress-guarded for the test."""
     state = request.config.stash[STATE_KEY]
     try:
-        lm = state.lm()
+        lm = state.models.lm()
     except PromptError as exc:
         pytest.fail(str(exc), pytrace=False)
     import dspy
 
     try:
-        with state.audited(request.node.nodeid), dspy.context(lm=lm, adapter=dspy.JSONAdapter()):
+        with state.auditor.audited(request.node.nodeid), dspy.context(lm=lm, adapter=dspy.JSONAdapter()):
             yield lm
     except PromptError as exc:  # a connection the egress guard blocked during the test
         pytest.fail(str(exc), pytrace=False)

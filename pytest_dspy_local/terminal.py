@@ -138,7 +138,7 @@ def summary_lines(entries: Sequence[dict[str, Any]], calls: int, cached: int, it
 def model_line(state: RunState) -> str:
     """``dspy-local model: NAME sha256:... (embedded, in-process)``, or why it is unavailable."""
     try:
-        info = state.model_info()
+        info = state.models.info()
     except PromptError as exc:
         return f"dspy-local model: unavailable: {exc}"
     return f"dspy-local model: {info.model} {info.short_digest} ({info.backend}, {info.endpoint})"

@@ -8,11 +8,15 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-# pytester's in-process runs drop modules first imported inside them, and numpy (under
-# dspy) and llama.cpp cannot be imported twice: import them once, before any run.
+# pytester's in-process runs drop modules first imported inside them, and C extensions
+# (numpy under dspy, llama.cpp, scipy for gating, optuna for MIPROv2) cannot be imported
+# twice in one process: import them once, before any run.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import dspy  # noqa: F401
 import llama_cpp  # noqa: F401
+import numpy.fft  # noqa: F401
+import optuna  # noqa: F401
+import scipy.stats  # noqa: F401
 from servers.ollama_stub import serve as serve_ollama
 from servers.openai_server import serve as serve_openai
 

@@ -1,0 +1,156 @@
+"""The run's models: the task model and the optional proposal model, created on first use.
+
+Each is a Backend (chosen through the ``pytest_dspy_local_make_backend`` hook) wrapped in a
+``BackendEngine`` (answer cache, call counting) and a ``dspy.LM``. A failure to create one
+is remembered, so every prompt item reports the same one-line cause without retrying.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from pytest_dspy_local.backends.base import BackendError, ModelInfo
+from pytest_dspy_local.config import ConfigError, Settings
+from pytest_dspy_local.exceptions import PromptError
+
+if TYPE_CHECKING:
+    import dspy
+
+    from pytest_dspy_local.engine import BackendEngine, Counters
+
+
+def import_dspy(cache_dir: Path) -> None:
+    """Import DSPy with the plugin's environment: known leaks closed, a project-local cache."""
+    from pytest_dspy_local.egress import close_known_leaks
+
+    # Read when litellm / dspy are first imported, so they must be set before. DSPy's own
+    # cache is not used by the plugin's LM; pointing it here keeps it out of $HOME too.
+    close_known_leaks()
+    os.environ.setdefault("DSPY_CACHEDIR", str(cache_dir / "dspy"))
+    import dspy  # noqa: F401
+
+
+class Models:
+    """The task model (and proposal model) of one run."""
+
+    def __init__(self, config: pytest.Config, settings: Settings, cache_dir: Path) -> None:
+        self.config = config
+        self.settings = settings
+        self.cache_dir = cache_dir
+        self._engine: BackendEngine | None = None
+        self._lm: dspy.LM | None = None
+        self._info: ModelInfo | None = None
+        self._error: str | None = None
+        self._prompt_engine: BackendEngine | None = None
+        self._prompt_lm: dspy.LM | None = None
+
+    def backend_name(self) -> str:
+        """The resolved backend name (never ``auto``)."""
+        from pytest_dspy_local.backends.builtin import resolve_backend_name
+
+        return resolve_backend_name(self.settings)
+
+    def _make_engine(self, settings: Settings) -> BackendEngine:
+        from pytest_dspy_local.backends.builtin import resolve_backend_name
+        from pytest_dspy_local.cache import ResponseCache
+        from pytest_dspy_local.engine import BackendEngine
+
+        name = resolve_backend_name(settings)
+        backend = self.config.hook.pytest_dspy_local_make_backend(name=name, settings=settings)
+        if backend is None:
+            raise ConfigError(
+                f"--dspy-backend: unknown backend {name!r}; choose auto, embedded, ollama, openai, "
+                "or one that a conftest.py provides through pytest_dspy_local_make_backend"
+            )
+        cache = None if self.config.getoption("dspy_no_cache", False) else ResponseCache(self.cache_dir)
+        s = settings
+        return BackendEngine(backend, max_tokens=s.max_tokens, temperature=s.temperature, seed=s.seed, cache=cache)
+
+    def engine(self) -> BackendEngine:
+        """The task model's engine, created on first use; a failure is remembered."""
+        if self._error is not None:
+            raise PromptError(self._error)
+        if self._engine is None:
+            try:
+                self._engine = self._make_engine(self.settings)
+            except (BackendError, ConfigError) as exc:
+                self._error = str(exc)
+                raise PromptError(self._error) from None
+        return self._engine
+
+    def info(self) -> ModelInfo:
+        """The task model's name, digest and endpoint (asks a server once)."""
+        if self._info is None:
+            try:
+                self._info = self.engine().backend.info()
+            except BackendError as exc:
+                self._error = str(exc)
+                raise PromptError(self._error) from None
+        return self._info
+
+    def prompt_info(self) -> ModelInfo | None:
+        """The proposal model's info, when one other than the task model is in use."""
+        return self._prompt_engine.backend.info() if self._prompt_engine is not None else None
+
+    def lm(self) -> dspy.LM:
+        """The ``dspy.LM`` for the task model."""
+        if self._lm is None:
+            import_dspy(self.cache_dir)
+            from pytest_dspy_local.engine import make_lm
+
+            self._lm = make_lm(self.engine(), self.info())
+        return self._lm
+
+    def lm_with(self, settings: Settings) -> dspy.LM:
+        """The task model with a prompt's own max_tokens, temperature and seed."""
+        return self.lm().copy(max_tokens=settings.max_tokens, temperature=settings.temperature, seed=settings.seed)
+
+    def prompt_lm(self) -> dspy.LM:
+        """The proposal model for optimizers: ``prompt_model`` if set, else the task model."""
+        other = self.settings.for_prompt_model()
+        if other is None:
+            return self.lm()
+        if self._prompt_lm is None:
+            from pytest_dspy_local.engine import make_lm
+
+            try:
+                self._prompt_engine = self._make_engine(other)
+                self._prompt_lm = make_lm(self._prompt_engine, self._prompt_engine.backend.info())
+            except (BackendError, ConfigError) as exc:
+                raise PromptError(f"prompt model: {exc}") from None
+        return self._prompt_lm
+
+    def _engines(self) -> list[BackendEngine]:
+        return [e for e in (self._engine, self._prompt_engine) if e is not None]
+
+    def counters(self) -> Counters:
+        """Model traffic so far over both models."""
+        from pytest_dspy_local.engine import Counters
+
+        total = Counters()
+        for engine in self._engines():
+            total = total + engine.counter
+        return total
+
+    def calls_by_endpoint(self) -> dict[str, int]:
+        """Model calls so far per endpoint (``in-process`` or a server URL)."""
+        calls: dict[str, int] = {}
+        for engine in self._engines():
+            if engine.endpoint:
+                calls[engine.endpoint] = calls.get(engine.endpoint, 0) + engine.counter.calls
+        return calls
+
+    def calls_text(self) -> str:
+        """``N model calls, M cached`` so far, over both models."""
+        total = self.counters()
+        return f"{total.calls} model calls, {total.cached} cached"
+
+    def close(self) -> None:
+        """Free the models and their caches."""
+        for engine in self._engines():
+            engine.close()
+        self._engine = self._prompt_engine = None
