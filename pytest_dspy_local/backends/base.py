@@ -11,6 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 JsonSchema = dict[str, Any]
+# What the server backends share: the key variable they send (cloud keys are never read),
+# the fix a timeout message names, and how long a server's error text may run.
+API_KEY_ENV = "DSPY_LOCAL_API_KEY"
+TIMEOUT_HINT = "raise `timeout` in [tool.dspy_local] or DSPY_LOCAL_TIMEOUT"
+MAX_ERROR_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,12 @@ class BackendError(Exception):
 
     The message is one line that names the setting to fix.
     """
+
+
+def connect_reason(exc: BaseException) -> str:
+    """Why a connection failed; the ollama client hides httpx's error behind a generic one."""
+    cause = exc.__context__ if isinstance(exc, ConnectionError) and exc.__context__ else exc
+    return "connection refused" if "refused" in str(cause).lower() else str(cause)
 
 
 @runtime_checkable

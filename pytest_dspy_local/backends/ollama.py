@@ -10,12 +10,19 @@ from contextlib import contextmanager
 import httpx
 import ollama
 
-from pytest_dspy_local.backends.base import BackendError, ChatRequest, ChatResult, ModelInfo
+from pytest_dspy_local.backends.base import (
+    API_KEY_ENV,
+    MAX_ERROR_CHARS,
+    TIMEOUT_HINT,
+    BackendError,
+    ChatRequest,
+    ChatResult,
+    ModelInfo,
+    connect_reason,
+)
 
-API_KEY_ENV = "DSPY_LOCAL_API_KEY"
 HOST_ENV = "OLLAMA_HOST"
 DEFAULT_PORT = 11434
-TIMEOUT_HINT = "raise `timeout` in [tool.dspy_local] or DSPY_LOCAL_TIMEOUT"
 
 
 def ollama_url(raw: str) -> str:
@@ -48,12 +55,6 @@ def resolve_host(base_url: str | None, environ: Mapping[str, str]) -> str:
 def with_tag(model: str) -> str:
     """The name Ollama lists a model under: ``:latest`` is implied when no tag is given."""
     return model if ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"
-
-
-def connect_reason(exc: BaseException) -> str:
-    """Why a connection failed; the client hides httpx's error behind a generic one."""
-    cause = exc.__context__ if isinstance(exc, ConnectionError) and exc.__context__ else exc
-    return "connection refused" if "refused" in str(cause).lower() else str(cause)
 
 
 class OllamaBackend:
@@ -100,7 +101,7 @@ class OllamaBackend:
         """An error Ollama answered with, on one line."""
         if exc.status_code == 404 and "not found" in str(exc.error).lower():
             return self._missing_model()
-        text = " ".join(str(exc.error).split())[:300]
+        text = " ".join(str(exc.error).split())[:MAX_ERROR_CHARS]
         return BackendError(f"Ollama at {self.host}: HTTP {exc.status_code}: {text}")
 
     def _missing_model(self) -> BackendError:

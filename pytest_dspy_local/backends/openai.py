@@ -14,13 +14,20 @@ from typing import Any
 
 import httpx
 
-from pytest_dspy_local.backends.base import BackendError, ChatRequest, ChatResult, JsonSchema, ModelInfo
+from pytest_dspy_local.backends.base import (
+    API_KEY_ENV,
+    MAX_ERROR_CHARS,
+    TIMEOUT_HINT,
+    BackendError,
+    ChatRequest,
+    ChatResult,
+    JsonSchema,
+    ModelInfo,
+    connect_reason,
+)
 
-API_KEY_ENV = "DSPY_LOCAL_API_KEY"
-TIMEOUT_HINT = "raise `timeout` in [tool.dspy_local] or DSPY_LOCAL_TIMEOUT"
 # vLLM stamps these with the request time and random ids on every GET /models.
 VOLATILE_MODEL_KEYS = frozenset({"created", "permission"})
-MAX_ERROR_CHARS = 300
 
 
 def error_text(response: httpx.Response) -> str:
@@ -105,7 +112,7 @@ class OpenAIBackend:
                 f"timeout: {url} did not answer within {self.timeout:g} s; {TIMEOUT_HINT}"
             ) from None
         except httpx.ConnectError as exc:
-            reason = "connection refused" if "refused" in str(exc).lower() else str(exc)
+            reason = connect_reason(exc)
             raise BackendError(
                 f"--dspy-base-url: cannot reach {self.base_url} ({reason}); start the server or fix the URL"
             ) from None
