@@ -24,12 +24,16 @@ from pytest_dspy_local.spec import REQUIRED, declared_names, load_spec, prompt_n
 from pytest_dspy_local.terminal import detail_lines, failure_lines
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from _pytest._code.code import TerminalRepr
 
     from pytest_dspy_local.audit import ItemAudit
     from pytest_dspy_local.evaluation import EvalResult
     from pytest_dspy_local.session import RunState
     from pytest_dspy_local.spec import PromptSpec
+
+    Baseline = Mapping[str, Any] | None
 
 
 def _prompt_runner(request: pytest.FixtureRequest) -> None:
@@ -96,11 +100,11 @@ class PromptItem(pytest.Function):
         dataset = self._dataset(spec)
         paths = SnapshotPaths.for_module(self.path)
         baseline = read_baseline(paths)
-        outcome = self._optimize_or_load(state, spec, dataset, paths)
+        outcome = self._optimize_or_load(state, spec, dataset, paths, baseline)
         result = state.evaluate(spec, dataset.rows)
         result.nodeid = self.nodeid
         entry.model, entry.data = result.model, {"origin": dataset.origin, "sha256": dataset.sha256}
-        result.notes += check_model(state, paths, result)
+        result.notes += check_model(state, paths, baseline, result)
         reasons = verdict(result.score, result.threshold)
         rewriting = (outcome is not None and outcome.replace) or state.update_baseline
         if not rewriting:
@@ -110,17 +114,17 @@ class PromptItem(pytest.Function):
         result.history = list((baseline or {}).get("history", []))
         result.prompt = prompt_texts(spec, dataset, paths)
         if rewriting:
-            state.queue_snapshot(spec, dataset, paths, result, outcome)
+            state.queue_snapshot(spec, dataset, paths, result, outcome, baseline)
         self._publish(result, outcome)
         if reasons:
             raise PromptFailure(result, reasons)
 
     def _optimize_or_load(
-        self, state: RunState, spec: PromptSpec, dataset: data.Dataset, paths: SnapshotPaths
+        self, state: RunState, spec: PromptSpec, dataset: data.Dataset, paths: SnapshotPaths, baseline: Baseline
     ) -> Outcome | None:
         if state.optimize_mode:
-            return optimize_prompt(state, spec, dataset, paths, self._progress)
-        load_into(spec.program, paths)
+            return optimize_prompt(state, spec, dataset, paths, baseline, self._progress)
+        load_into(spec.program, paths, baseline)
         return None
 
     def _publish(self, result: EvalResult, outcome: Outcome | None) -> None:
@@ -165,9 +169,8 @@ class PromptItem(pytest.Function):
         return self.path, None, f"prompt {self.name}"
 
 
-def check_model(state: RunState, paths: SnapshotPaths, result: EvalResult) -> list[str]:
+def check_model(state: RunState, paths: SnapshotPaths, baseline: Baseline, result: EvalResult) -> list[str]:
     """Warn (or fail, with strict_model) when the baseline was recorded with another model."""
-    baseline = read_baseline(paths)
     recorded = (baseline or {}).get("model", {}).get("digest")
     current = result.model.get("digest")
     if not recorded or recorded == current:

@@ -36,7 +36,7 @@ def load_program(path: str | Path) -> Any:
     Configure the model as usual (``dspy.configure(lm=...)``, or ``local_lm()`` below).
     """
     from pytest_dspy_local.models import import_dspy
-    from pytest_dspy_local.snapshot import SnapshotPaths, load_into
+    from pytest_dspy_local.snapshot import SnapshotPaths, load_into, read_baseline
     from pytest_dspy_local.spec import make_program
 
     module_path = Path(path).resolve()
@@ -47,7 +47,8 @@ def load_program(path: str | Path) -> Any:
     if not hasattr(module, "program"):
         raise PromptError(f"{module_path}: defines no `program`")
     program = make_program(module, module_path)
-    load_into(program, SnapshotPaths.for_module(module_path))
+    paths = SnapshotPaths.for_module(module_path)
+    load_into(program, paths, read_baseline(paths))
     return program
 
 

@@ -216,14 +216,16 @@ def _examples(rows: Sequence[Row], inputs: Sequence[str]) -> list[Any]:
     return [dspy.Example(**r.values).with_inputs(*inputs) for r in rows]
 
 
-def optimize_prompt(state: Any, spec: Any, dataset: Any, paths: Any, write: Callable[[str], None]) -> Outcome:
+def optimize_prompt(
+    state: Any, spec: Any, dataset: Any, paths: Any, baseline: Any, write: Callable[[str], None]
+) -> Outcome:
     """Optimize ``spec.program`` in place (when the candidate wins) and say what happened."""
     from pytest_dspy_local.snapshot import load_into
 
     settings = state.settings_for(spec.name)
     check_dependencies(settings.optimizer)
     try:
-        existed = load_into(spec.program, paths)
+        existed = load_into(spec.program, paths, baseline)
     except PromptError:
         existed = False  # a snapshot of another shape is what --optimize replaces
     rows = dataset.rows[: settings.max_examples] if settings.max_examples else dataset.rows

@@ -18,6 +18,8 @@ from pytest_dspy_local.config import Settings, for_prompt
 from pytest_dspy_local.models import Models
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from pytest_dspy_local.audit import Auditor
     from pytest_dspy_local.data import Dataset, Row
     from pytest_dspy_local.evaluation import EvalResult
@@ -98,13 +100,19 @@ class RunState:
         return result
 
     def queue_snapshot(
-        self, spec: PromptSpec, dataset: Dataset, paths: SnapshotPaths, result: EvalResult, outcome: Outcome | None
+        self,
+        spec: PromptSpec,
+        dataset: Dataset,
+        paths: SnapshotPaths,
+        result: EvalResult,
+        outcome: Outcome | None,
+        previous: Mapping[str, Any] | None,
     ) -> None:
         """Queue the snapshot files; they are written once, at session end."""
         from pytest_dspy_local.snapshot import snapshot_files
 
         info, prompt_info = self.models.info(), self.models.prompt_info()
-        self.pending.update(snapshot_files(spec, dataset, paths, result, outcome, info, prompt_info))
+        self.pending.update(snapshot_files(spec, dataset, paths, result, outcome, info, prompt_info, previous))
 
     def flush_snapshots(self) -> None:
         """Write every queued snapshot file that changed, atomically (once, at session end)."""

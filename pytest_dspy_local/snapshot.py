@@ -100,11 +100,13 @@ def read_baseline(paths: SnapshotPaths) -> dict[str, Any] | None:
     return value
 
 
-def load_into(program: Any, paths: SnapshotPaths) -> bool:
-    """Load the snapshot into ``program`` (True), or leave it as written (False: no snapshot)."""
+def load_into(program: Any, paths: SnapshotPaths, baseline: Mapping[str, Any] | None) -> bool:
+    """Load the snapshot into ``program`` (True), or leave it as written (False: no snapshot).
+
+    ``baseline`` is ``read_baseline(paths)``, read once by the caller; its shape is checked first.
+    """
     if not paths.program.is_file():
         return False
-    baseline = read_baseline(paths)
     if baseline is not None and baseline.get("shape") != program_shape(program):
         raise PromptError(
             f"{paths.program}: the snapshot was made for a program of another shape "
@@ -199,7 +201,7 @@ def baseline_document(
     return document
 
 
-def history(previous: dict[str, Any] | None, document: dict[str, Any]) -> list[dict[str, Any]]:
+def history(previous: Mapping[str, Any] | None, document: dict[str, Any]) -> list[dict[str, Any]]:
     """The score history: the previous baseline's, plus this one unless it repeats the last entry."""
     entries = list((previous or {}).get("history", []))
     optimization = document.get("optimization")
@@ -212,11 +214,11 @@ def history(previous: dict[str, Any] | None, document: dict[str, Any]) -> list[d
 
 
 def snapshot_files(
-    spec: Any, dataset: Any, paths: SnapshotPaths, result: Any, outcome: Any, model: Any, prompt_model: Any
+    spec: Any, dataset: Any, paths: SnapshotPaths, result: Any, outcome: Any, model: Any, prompt_model: Any,
+    previous: Mapping[str, Any] | None,
 ) -> dict[Path, bytes]:
-    """The snapshot files to write for a prompt: program and rendered prompt, plus the baseline."""
+    """The snapshot files to write for a prompt (``previous`` is the baseline they replace)."""
     document = baseline_document(spec, dataset, result, outcome, model, prompt_model)
-    previous = read_baseline(paths)
     if outcome is None and previous is not None and "optimization" in previous:
         # --dspy-update-baseline re-records results; the program, and how it was made, are unchanged.
         document["optimization"] = previous["optimization"]
