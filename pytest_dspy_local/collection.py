@@ -20,7 +20,7 @@ from pytest_dspy_local.gating import against_baseline
 from pytest_dspy_local.optimization import Outcome, optimize_prompt
 from pytest_dspy_local.session import STATE_KEY
 from pytest_dspy_local.snapshot import SnapshotPaths, load_into, prompt_texts, read_baseline
-from pytest_dspy_local.spec import REQUIRED, declared_names, load_spec, prompt_name
+from pytest_dspy_local.spec import check_declared, declared_names, load_spec, prompt_name
 from pytest_dspy_local.terminal import detail_lines, failure_lines
 
 if TYPE_CHECKING:
@@ -48,10 +48,7 @@ class PromptModule(pytest.Module):
         from pytest_dspy_local.models import import_dspy
 
         import_dspy(self.config.stash[STATE_KEY].cache_dir)
-        missing = [n for n in REQUIRED if not hasattr(self.obj, n)]
-        if missing:
-            present = [f"`{n}`" for n in REQUIRED if n not in missing] or ["neither `program` nor `metric`"]
-            raise PromptError(f"{self.path}: defines {present[0]} but no `{missing[0]}`; add `{missing[0]}`")
+        check_declared(self.obj, self.path)
         item = PromptItem.from_parent(self, name=prompt_name(self.path), callobj=_prompt_runner)
         return [*super().collect(), item]
 

@@ -70,7 +70,7 @@ class BackendEngine:
         self.model_id = ""  # set once the model's digest is known; part of every cache key
         self.endpoint = ""  # where the calls go: "in-process" or the server URL
         self.counter = Counters()
-        self._defaults = (max_tokens, temperature, seed)
+        self.max_tokens, self.temperature, self.seed = max_tokens, temperature, seed
         self._lock = threading.Lock()
         self._draws = 0
 
@@ -78,13 +78,13 @@ class BackendEngine:
         if config.seed is not None:
             return int(config.seed)
         if temperature <= 0:
-            return self._defaults[2]
+            return self.seed
         # Sampling without a seed of its own (e.g. MIPROv2's proposals): a fixed seed would
         # give identical candidates. Draws are numbered in call order, so a re-run in the same
         # order reproduces them (and hits the cache).
         with self._lock:
             self._draws += 1
-            return self._defaults[2] + self._draws
+            return self.seed + self._draws
 
     def _chat_request(self, request: Request) -> ChatRequest:
         messages: list[dict[str, str]] = []
@@ -92,12 +92,11 @@ class BackendEngine:
             messages.append({"role": "system", "content": _text_of(request.system)})
         messages.extend({"role": str(m.role), "content": m.text or ""} for m in request.messages)
         config = request.config
-        max_tokens, temperature, _ = self._defaults
-        temperature = temperature if config.temperature is None else config.temperature
+        temperature = self.temperature if config.temperature is None else config.temperature
         return ChatRequest(
             messages=tuple(messages),
             schema=_schema_of(config.response_format),
-            max_tokens=config.max_tokens or max_tokens,
+            max_tokens=config.max_tokens or self.max_tokens,
             temperature=temperature,
             seed=self._seed(config, temperature),
         )
@@ -158,12 +157,11 @@ def make_lm(engine: BackendEngine, info: ModelInfo) -> dspy.LM:
 
     engine.model_id = lm_model_name(info)
     engine.endpoint = info.endpoint
-    max_tokens, temperature, _ = engine._defaults
     return dspy.LM(
         engine.model_id,
         engine=engine,
         cache=False,
-        max_tokens=max_tokens,
-        temperature=temperature,
+        max_tokens=engine.max_tokens,
+        temperature=engine.temperature,
         num_retries=0,
     )

@@ -69,14 +69,8 @@ class EvalResult:
         return sum(1 for e in self.examples if e.error is not None)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (also how xdist workers hand results to the controller)."""
+        """JSON-ready form (it travels on the call report, so also across xdist)."""
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, value: dict[str, Any]) -> EvalResult:
-        """Rebuild from ``to_dict``."""
-        examples = [ExampleResult(**e) for e in value["examples"]]
-        return cls(**{**value, "examples": examples})
 
     def worst(self, count: int) -> list[ExampleResult]:
         """The lowest-scoring examples, parse failures first, in data order on ties."""

@@ -62,13 +62,6 @@ def stable_json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def inputs_id(inputs: Mapping[str, Any]) -> str:
-    """A stable id for an example (see ``evaluation.example_id``)."""
-    from pytest_dspy_local.evaluation import example_id
-
-    return example_id(dict(inputs))
-
-
 def program_shape(program: Any) -> dict[str, dict[str, list[str]]]:
     """Predictor names and their input and output field names."""
     return {

@@ -113,11 +113,17 @@ def _inputs(module: ModuleType, path: Path, default: Sequence[str]) -> tuple[str
     return tuple(value)
 
 
+def check_declared(module: ModuleType, path: Path) -> None:
+    """An imported prompt module must define both ``program`` and ``metric``."""
+    missing = [n for n in REQUIRED if not hasattr(module, n)]
+    if missing:
+        present = [f"`{n}`" for n in REQUIRED if n not in missing] or ["neither `program` nor `metric`"]
+        raise PromptError(f"{path}: defines {present[0]} but no `{missing[0]}`; add `{missing[0]}`")
+
+
 def load_spec(module: ModuleType, path: Path) -> PromptSpec:
     """Check a prompt module's declarations and return them."""
-    missing = [name for name in REQUIRED if not hasattr(module, name)]
-    if missing:
-        raise PromptError(f"{path}: defines {_other(missing[0])} but no `{missing[0]}`; add `{missing[0]}`")
+    check_declared(module, path)
     metric = module.metric
     if not callable(metric):
         raise PromptError(f"{path}: `metric` must be a function (example, prediction, trace=None) -> number")
@@ -125,7 +131,3 @@ def load_spec(module: ModuleType, path: Path) -> PromptSpec:
     signature_inputs, outputs = signature_fields(program)
     inputs = _inputs(module, path, signature_inputs)
     return PromptSpec(prompt_name(path), path, program, metric, _threshold(module, path), inputs, outputs)
-
-
-def _other(name: str) -> str:
-    return "`metric`" if name == "program" else "`program`"

@@ -29,11 +29,14 @@ def _fields(values: dict[str, Any] | None) -> str:
     return ", ".join(f"{k}={_value(v)}" for k, v in values.items())
 
 
+def _score_text(score: float, threshold: float | None, n: int, parse_failures: int) -> str:
+    relation = "" if threshold is None else f" {'>=' if score >= threshold else '<'} {threshold:.3f}"
+    return f"{score:.3f}{relation} on {n} examples ({parse_failures} parse failures)"
+
+
 def score_line(result: EvalResult) -> str:
     """``0.850 >= 0.700 on 20 examples (0 parse failures)``."""
-    threshold = "" if result.threshold is None else f" {'>=' if result.score >= result.threshold else '<'} "
-    threshold += "" if result.threshold is None else f"{result.threshold:.3f}"
-    return f"{result.score:.3f}{threshold} on {result.n} examples ({result.parse_failures} parse failures)"
+    return _score_text(result.score, result.threshold, result.n, result.parse_failures)
 
 
 def _example_lines(example: ExampleResult) -> list[str]:
@@ -116,13 +119,11 @@ def status_word(passed: bool, props: dict[str, Any]) -> str:
 def _summary_line(entry: dict[str, Any]) -> str:
     if entry["outcome"] == "error":
         return f"{entry['name']}: ERROR {entry['reasons'][0] if entry['reasons'] else ''}"
-    threshold = entry["threshold"]
-    relation = "" if threshold is None else (" >= " if entry["score"] >= threshold else " < ") + f"{threshold:.3f}"
+    scored = _score_text(entry["score"], entry["threshold"], entry["n"], entry["parse_failures"])
     baseline = entry["baseline"]
     versus = "" if baseline is None else f", baseline {baseline['baseline_score']:.3f} (p={baseline['p_value']:.3g})"
     verdict = "ok" if entry["outcome"] == "passed" else "FAILED"
-    return (f"{entry['name']}: {entry['score']:.3f}{relation} on {entry['n']} examples "
-            f"({entry['parse_failures']} parse failures){versus} {verdict} [{entry['seconds']:.1f}s]")
+    return f"{entry['name']}: {scored}{versus} {verdict} [{entry['seconds']:.1f}s]"
 
 
 def summary_lines(entries: Sequence[dict[str, Any]], calls: int, cached: int, items: int) -> list[str]:

@@ -7,7 +7,8 @@ from typing import Literal
 import dspy
 from syrupy.assertion import SnapshotAssertion
 
-from pytest_dspy_local.snapshot import inputs_id, program_shape, render_prompt, stable_json
+from pytest_dspy_local.evaluation import example_id
+from pytest_dspy_local.snapshot import program_shape, render_prompt, stable_json
 
 
 class Triage(dspy.Signature):
@@ -29,9 +30,9 @@ def test_stable_json_sorts_keys_and_ends_with_a_newline(snapshot: SnapshotAssert
     assert text == stable_json({"a": {"c": "é", "d": [2, 1]}, "b": 1})
 
 
-def test_inputs_id_ignores_key_order() -> None:
-    assert inputs_id({"a": 1, "b": "x"}) == inputs_id({"b": "x", "a": 1})
-    assert inputs_id({"a": 1}) != inputs_id({"a": 2})
+def test_example_id_ignores_key_order() -> None:
+    assert example_id({"a": 1, "b": "x"}) == example_id({"b": "x", "a": 1})
+    assert example_id({"a": 1}) != example_id({"a": 2})
 
 
 def test_program_shape_names_predictors_and_fields() -> None:
