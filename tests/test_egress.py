@@ -280,10 +280,10 @@ def test_close_known_leaks_exempts_loopback_from_proxies(monkeypatch: pytest.Mon
 # DSPy first. The model server on 127.0.0.1 is a STAND-IN that answers one chat completion
 # with a fixed reply: this test is about what DSPy does around a successful call, not about
 # the model's output.
-LEAK_PROBE = textwrap.dedent(
+# The start of every probe: load egress.py by path (argv[1]); close the leaks if argv[2] says so.
+LOAD_EGRESS = textwrap.dedent(
     """
-    import importlib.util, json, sys, threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
+    import importlib.util, json, sys
 
     spec = importlib.util.spec_from_file_location("egress_probe", sys.argv[1])
     egress = importlib.util.module_from_spec(spec)
@@ -291,6 +291,12 @@ LEAK_PROBE = textwrap.dedent(
     spec.loader.exec_module(egress)
     if sys.argv[2] == "closed":
         egress.close_known_leaks()
+    """
+)
+LEAK_PROBE = LOAD_EGRESS + textwrap.dedent(
+    """
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
 
     REPLY = json.dumps({
         "id": "c", "object": "chat.completion", "created": 0, "model": "x",
@@ -362,16 +368,8 @@ def test_close_known_leaks_closes_the_price_map_fetch(tmp_path: Path, trigger: s
     assert contacted and all(endpoint.startswith("127.0.0.1:") for endpoint in contacted)
 
 
-LITELLM_IMPORT_PROBE = textwrap.dedent(
+LITELLM_IMPORT_PROBE = LOAD_EGRESS + textwrap.dedent(
     """
-    import importlib.util, json, sys
-
-    spec = importlib.util.spec_from_file_location("egress_probe", sys.argv[1])
-    egress = importlib.util.module_from_spec(spec)
-    sys.modules["egress_probe"] = egress
-    spec.loader.exec_module(egress)
-    if sys.argv[2] == "closed":
-        egress.close_known_leaks()
     guard = egress.EgressGuard([])
     with guard.active(label="import"):
         import litellm
