@@ -19,10 +19,10 @@ import ollama
 import pytest
 from conftest import OLLAMA_MODEL, OPENAI_MODEL
 
-from pytest_dspy_local.backends.base import Backend, BackendError, ChatRequest
-from pytest_dspy_local.backends.embedded import default_model_path, file_digest
-from pytest_dspy_local.backends.ollama import OllamaBackend, ollama_url
-from pytest_dspy_local.backends.openai import OpenAIBackend
+from pytest_dspy_local.models.backends.base import Backend, BackendError, ChatRequest
+from pytest_dspy_local.models.backends.embedded import default_model_path, file_digest
+from pytest_dspy_local.models.backends.ollama import OllamaBackend, ollama_url
+from pytest_dspy_local.models.backends.openai import OpenAIBackend
 
 SENTIMENT = {
     "type": "object",

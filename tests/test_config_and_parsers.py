@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_dspy_local.config import ConfigError, Settings, for_prompt, resolve
-from pytest_dspy_local.data import Dataset, load_file
-from pytest_dspy_local.exceptions import PromptError
-from pytest_dspy_local.spec import declared_names, prompt_name
+from pytest_dspy_local.core.data import Dataset, load_file
+from pytest_dspy_local.core.settings import Settings, UsageError, for_prompt, resolve
+from pytest_dspy_local.core.spec import declared_names, prompt_name
+from pytest_dspy_local.errors import PromptError
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -46,13 +46,13 @@ def test_missing_pyproject_gives_the_defaults(tmp_path: Path) -> None:
 def test_bad_pyproject_values_name_the_key(tmp_path: Path, table: str, message: str) -> None:
     header = "" if table.startswith("[") else "[tool.dspy_local]\n"
     pyproject = write(tmp_path, "pyproject.toml", header + table + "\n")
-    with pytest.raises(ConfigError, match=re.escape(message)):
+    with pytest.raises(UsageError, match=re.escape(message)):
         resolve({}, {}, pyproject)
 
 
 def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
     pyproject = write(tmp_path, "pyproject.toml", "[tool.dspy_local\n")
-    with pytest.raises(ConfigError, match=r"pyproject\.toml: not valid TOML"):
+    with pytest.raises(UsageError, match=r"pyproject\.toml: not valid TOML"):
         resolve({}, {}, pyproject)
 
 

@@ -24,8 +24,8 @@ from types import CodeType, SimpleNamespace
 
 import pytest
 
-from pytest_dspy_local import egress
-from pytest_dspy_local.egress import BlockedAttempt, EgressBlocked, EgressGuard, hosts_from_url
+from pytest_dspy_local.privacy import egress
+from pytest_dspy_local.privacy.egress import BlockedAttempt, EgressBlocked, EgressGuard, hosts_from_url
 
 EGRESS_PY = Path(egress.__file__)
 

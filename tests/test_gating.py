@@ -7,8 +7,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from pytest_dspy_local.gating import compare
-from pytest_dspy_local.options import HTML_REPORT, JSON_REPORT, REPEATS, UPDATE_BASELINE
+from pytest_dspy_local.core.gating import compare
+from pytest_dspy_local.plugin.options import HTML_REPORT, JSON_REPORT, REPEATS, UPDATE_BASELINE
 
 
 def _scores(values: list[float]) -> dict[str, tuple[str, float]]:
@@ -24,7 +24,7 @@ def test_five_of_forty_flips_is_a_significant_drop() -> None:
     assert result.p_value == pytest.approx(0.5**5)  # binomial(5 of 5 discordant, 1/2)
     assert result.delta == pytest.approx(-0.125)
     assert result.ci[0] < 0 and result.ci[1] <= 0
-    assert result.to_wrong == [f"data.jsonl:{i}" for i in range(1, 6)]
+    assert result.to_wrong == tuple(f"data.jsonl:{i}" for i in range(1, 6))
     assert result.regressed
 
 
@@ -59,7 +59,7 @@ def test_added_and_removed_examples_are_not_paired() -> None:
     after = {"a": ("d:1", 1.0), "b": ("d:2", 1.0), "new": ("d:4", 0.0)}
     result = compare(after, before, alpha=0.05, min_delta=0.0)
     assert result is not None
-    assert (result.n_paired, result.added, result.removed) == (2, ["d:4"], ["d:3"])
+    assert (result.n_paired, result.added, result.removed) == (2, ("d:4",), ("d:3",))
     assert compare({"x": ("d:9", 1.0)}, before, alpha=0.05, min_delta=0.0) is None
 
 

@@ -7,7 +7,7 @@ from conftest import PromptWriter
 
 COUNTING_BACKEND = '''
 import pytest
-from pytest_dspy_local.backends.embedded import EmbeddedBackend
+from pytest_dspy_local.models.backends.embedded import EmbeddedBackend
 
 CALLS = []
 

@@ -18,8 +18,8 @@ import time
 
 import pytest
 
-from pytest_dspy_local.backends.embedded import default_model_path, file_digest
-from pytest_dspy_local.options import OPTIMIZE, OPTIMIZE_FORCE, OPTIMIZER, PROMPT_MODEL
+from pytest_dspy_local.models.backends.embedded import default_model_path, file_digest
+from pytest_dspy_local.plugin.options import OPTIMIZE, OPTIMIZE_FORCE, OPTIMIZER, PROMPT_MODEL
 
 CODE_MODULE = '''
 import dspy

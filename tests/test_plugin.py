@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import PromptWriter
 
-from pytest_dspy_local.options import BACKEND, MAX_EXAMPLES, MODEL, THRESHOLD
+from pytest_dspy_local.plugin.options import BACKEND, MAX_EXAMPLES, MODEL, THRESHOLD
 
 
 def test_passing_prompt_reports_score_model_and_digest(pytester: pytest.Pytester, write_prompt: PromptWriter) -> None:

@@ -8,8 +8,8 @@ import shutil
 import pytest
 from conftest import OLLAMA_MODEL, OPENAI_MODEL, PromptWriter
 
-from pytest_dspy_local.backends.embedded import default_model_path
-from pytest_dspy_local.options import AUDIT, BACKEND, BASE_URL, CLEAR_CACHE, MODEL, NO_CACHE
+from pytest_dspy_local.models.backends.embedded import default_model_path
+from pytest_dspy_local.plugin.options import AUDIT, BACKEND, BASE_URL, CLEAR_CACHE, MODEL, NO_CACHE
 
 EXFILTRATING_METRIC = '''
 import socket

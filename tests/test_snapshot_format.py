@@ -7,8 +7,9 @@ from typing import Literal
 import dspy
 from syrupy.assertion import SnapshotAssertion
 
-from pytest_dspy_local.evaluation import example_id
-from pytest_dspy_local.snapshot import program_shape, render_prompt, stable_json
+from pytest_dspy_local.core.evaluation import example_id
+from pytest_dspy_local.core.files import stable_json
+from pytest_dspy_local.core.snapshot import program_shape, render_prompt
 
 
 class Triage(dspy.Signature):

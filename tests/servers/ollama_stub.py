@@ -28,7 +28,7 @@ from typing import Any
 
 from llama_cpp import Llama
 
-from pytest_dspy_local.backends.embedded import default_model_path, file_digest
+from pytest_dspy_local.models.backends.embedded import default_model_path, file_digest
 
 DEFAULT_NAME = "smollm2:135m"
 # GGUF general.file_type -> the quantization names Ollama reports.

@@ -14,7 +14,7 @@ from typing import IO
 
 import httpx
 
-from pytest_dspy_local.backends.embedded import default_model_path
+from pytest_dspy_local.models.backends.embedded import default_model_path
 
 ALIAS = "smollm2"
 START_TIMEOUT = 60.0

@@ -1,0 +1,143 @@
+"""Evaluation data: rows from a data file beside the prompt module, or from a fixture.
+
+Rows stay plain dicts here (no DSPy import); each remembers where it came from
+so that every error and report can name the file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pytest_dspy_local.errors import PromptError
+
+DATA_SUFFIXES = (".jsonl", ".csv", ".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One evaluation example and where it came from (``file:line`` or ``fixture[i]``)."""
+
+    values: dict[str, Any]
+    source: str
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A prompt's examples, where they came from, and a digest of their content."""
+
+    rows: list[Row]
+    origin: str
+    sha256: str
+
+    @classmethod
+    def from_file(cls, path: Path) -> Dataset:
+        """Load a data file."""
+        return cls(load_file(path), path.name, hashlib.sha256(path.read_bytes()).hexdigest())
+
+    @classmethod
+    def from_fixture(cls, name: str, value: Any) -> Dataset:
+        """Take a fixture's value."""
+        rows = from_fixture(name, value)
+        canonical = json.dumps([r.values for r in rows], sort_keys=True, default=str)
+        return cls(rows, f"fixture {name}", hashlib.sha256(canonical.encode()).hexdigest())
+
+
+def data_files(module_path: Path) -> list[Path]:
+    """Data files with the prompt module's stem, in suffix order."""
+    return [p for s in DATA_SUFFIXES if (p := module_path.with_suffix(s)).is_file()]
+
+
+def load_file(path: Path) -> list[Row]:
+    """Read a .jsonl, .csv or .yaml data file; errors name the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise PromptError(f"{path}: not UTF-8 text ({exc.reason}); save the file as UTF-8") from None
+    loader = {".jsonl": _jsonl, ".csv": _csv}.get(path.suffix, _yaml)
+    rows = loader(path, text)
+    if not rows:
+        raise PromptError(f"{path}: no examples; add at least one row")
+    return rows
+
+
+def _jsonl(path: Path, text: str) -> list[Row]:
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise PromptError(f"{path}:{number}: not valid JSON ({exc.msg}); fix or remove the line") from None
+        rows.append(_row(value, f"{path.name}:{number}", f"{path}:{number}"))
+    return rows
+
+
+def _csv(path: Path, text: str) -> list[Row]:
+    reader = csv.DictReader(text.splitlines())
+    if not reader.fieldnames:
+        return []
+    rows = []
+    for record in reader:
+        where = f"{path}:{reader.line_num}"
+        if None in record or any(v is None for v in record.values()):
+            raise PromptError(f"{where}: the row has a different number of fields than the header; fix the row")
+        rows.append(Row(dict(record), f"{path.name}:{reader.line_num}"))
+    return rows
+
+
+def _yaml(path: Path, text: str) -> list[Row]:
+    import yaml
+
+    try:
+        nodes = yaml.compose(text, Loader=yaml.SafeLoader)
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise PromptError(f"{path}{line}: not valid YAML ({problem}); fix the file") from None
+    if values is None:
+        return []
+    if not isinstance(values, list) or nodes is None:
+        raise PromptError(f"{path}: must be a YAML list of mappings, one per example")
+    lines = [item.start_mark.line + 1 for item in nodes.value]
+    return [_row(v, f"{path.name}:{n}", f"{path}:{n}") for v, n in zip(values, lines, strict=True)]
+
+
+def _row(value: Any, source: str, where: str) -> Row:
+    if not isinstance(value, dict):
+        raise PromptError(f"{where}: each example must be a mapping of field names to values, got {value!r}")
+    return Row(dict(value), source)
+
+
+def from_fixture(name: str, value: Any) -> list[Row]:
+    """Rows from a ``<prompt>_dataset`` fixture's list of dicts or ``dspy.Example``s."""
+    if not isinstance(value, Iterable) or isinstance(value, (str, bytes, dict)):
+        raise PromptError(f"fixture {name!r} must return a list of dicts or dspy.Example, got {type(value).__name__}")
+    rows = []
+    for index, item in enumerate(value):
+        values = item.toDict() if hasattr(item, "toDict") else item
+        if not isinstance(values, dict):
+            raise PromptError(f"fixture {name!r} item {index} is {type(item).__name__}; return dicts or dspy.Example")
+        rows.append(Row(dict(values), f"{name}[{index}]"))
+    if not rows:
+        raise PromptError(f"fixture {name!r} returned no examples; return at least one")
+    return rows
+
+
+def check_inputs(rows: Sequence[Row], inputs: Sequence[str], origin: str) -> None:
+    """Every row must carry every input field."""
+    for row in rows:
+        missing = [name for name in inputs if name not in row.values]
+        if missing:
+            raise PromptError(
+                f"{origin}: example {row.source} lacks input field {missing[0]!r} "
+                f"(inputs: {', '.join(inputs)}); add it to the row or set `inputs = (...)` in the module"
+            )

@@ -1,0 +1,134 @@
+"""Running a program over its examples and scoring it with its metric.
+
+DSPy's ``Evaluate`` swallows per-example errors and does not tell a parse
+failure from a wrong answer; this loop does both, in one thread (llama.cpp
+models are not thread-safe).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from pytest_dspy_local.core.data import Row
+from pytest_dspy_local.core.results import Evaluation, ExampleResult
+from pytest_dspy_local.errors import DspyLocalError, PromptError
+
+if TYPE_CHECKING:
+    import dspy
+
+
+def metric_value(value: Any, origin: str, source: str) -> float:
+    """A metric's return value as a float (bool, int, float, or an object with ``.score``)."""
+    number = getattr(value, "score", value)
+    if isinstance(number, bool):
+        return 1.0 if number else 0.0
+    if isinstance(number, (int, float)):
+        return float(number)
+    raise PromptError(
+        f"{origin}: metric returned {value!r} ({type(value).__name__}) for example {source}; "
+        "return a number or a bool"
+    )
+
+
+def _predict(program: dspy.Module, inputs: dict[str, Any]) -> tuple[Any, str | None]:
+    from dspy.utils.exceptions import AdapterParseError
+
+    try:
+        return program(**inputs), None
+    except AdapterParseError as exc:
+        return None, _one_line(str(exc))
+    except DspyLocalError:
+        raise
+    except Exception as exc:
+        # DSPy wraps an error raised inside the engine (a backend's one-line error) in its own
+        # LMUnexpectedError; report the plugin's message, not DSPy's wrapper and its traceback.
+        cause = plugin_cause(exc)
+        if cause is None:
+            raise
+        raise cause from None
+
+
+def plugin_cause(exc: BaseException) -> DspyLocalError | None:
+    """The plugin's own error in ``exc``'s chain of causes, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, DspyLocalError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _outputs(prediction: Any) -> dict[str, Any]:
+    return dict(prediction.toDict()) if hasattr(prediction, "toDict") else {"output": prediction}
+
+
+def _score(metric: Callable[..., Any], example: Any, prediction: Any, origin: str, source: str) -> float:
+    try:
+        value = metric(example, prediction)
+    except Exception as exc:  # the metric is user code: report which example broke it
+        raise PromptError(
+            f"{origin}: metric raised {type(exc).__name__}: {_one_line(str(exc))} on example {source}; fix the metric"
+        ) from None
+    return metric_value(value, origin, source)
+
+
+def _example(
+    program: dspy.Module, row: Row, metric: Callable[..., Any], inputs: Sequence[str], origin: str
+) -> ExampleResult:
+    import dspy
+
+    example = dspy.Example(**row.values).with_inputs(*inputs)
+    given = {k: row.values[k] for k in inputs}
+    expected = {k: v for k, v in row.values.items() if k not in inputs}
+    prediction, error = _predict(program, given)
+    if error is not None:
+        return ExampleResult(row.source, given, expected, None, 0.0, error, id=example_id(given))
+    score = _score(metric, example, prediction, origin, row.source)
+    return ExampleResult(row.source, given, expected, _outputs(prediction), score, id=example_id(given))
+
+
+def evaluate_rows(
+    program: dspy.Module,
+    rows: Sequence[Row],
+    metric: Callable[..., Any],
+    inputs: Sequence[str],
+    *,
+    origin: str = "evaluate",
+) -> Evaluation:
+    """Run ``program`` on every row and score it; parse failures score 0 and are counted."""
+    started = time.perf_counter()
+    results = tuple(_example(program, row, metric, inputs, origin) for row in rows)
+    return Evaluation(results, seconds=time.perf_counter() - started)
+
+
+def example_id(inputs: dict[str, Any]) -> str:
+    """A stable id for an example: sha256 of its inputs as canonical JSON (first 16 hex)."""
+    canonical = json.dumps(inputs, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _pooled(examples: Sequence[ExampleResult]) -> ExampleResult:
+    errors = [e.error for e in examples]
+    score = sum(e.score for e in examples) / len(examples)
+    return replace(examples[0], score=score, error=errors[0] if all(errors) else None)
+
+
+def pool(runs: Sequence[Evaluation]) -> Evaluation:
+    """Repeated evaluations of the same rows as one: each example's mean score.
+
+    An example counts as a parse failure only when every repeat failed to parse.
+    """
+    examples = tuple(_pooled(same) for same in zip(*(run.examples for run in runs), strict=True))
+    return Evaluation(examples, seconds=sum(run.seconds for run in runs), repeats=len(runs))

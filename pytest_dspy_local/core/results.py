@@ -1,0 +1,374 @@
+"""The typed results every reporter consumes: frozen dataclasses, dicts only at the edges.
+
+``to_json`` / ``from_json`` are the edges: the JSON report (schema
+``pytest-dspy-local/report`` version 1) and the xdist hand-over, where a prompt's result
+travels on its test report. Everything between reads attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, astuple, dataclass, field
+from typing import Any
+
+SCHEMA = "pytest-dspy-local/report"
+VERSION = 1
+CONFIDENCE = 0.95  # of the paired difference's interval (see core/gating.py)
+DIGEST_SHOWN = 19  # "sha256:" and 12 hex digits
+
+JsonDict = dict[str, Any]
+
+
+def short_digest(digest: str) -> str:
+    """``sha256:0123456789ab``: enough of a weights digest to tell models apart."""
+    return digest[:DIGEST_SHOWN]
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Model traffic: calls that reached the backend, answers from the cache, tokens."""
+
+    calls: int = 0
+    cached: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def __sub__(self, other: Traffic) -> Traffic:
+        return Traffic(*(a - b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+    def __add__(self, other: Traffic) -> Traffic:
+        return Traffic(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which model answered: backend, name, weights digest and endpoint."""
+
+    backend: str
+    model: str
+    digest: str
+    endpoint: str
+
+    @property
+    def short_digest(self) -> str:
+        """The digest cut for display."""
+        return short_digest(self.digest)
+
+    def to_json(self) -> dict[str, str]:
+        """JSON form (every value a string)."""
+        return {k: str(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> ModelIdentity | None:
+        """Inverse of ``to_json``; None for an empty mapping."""
+        if not value:
+            return None
+        return cls(*(str(value.get(k, "")) for k in ("backend", "model", "digest", "endpoint")))
+
+
+@dataclass(frozen=True)
+class ExampleResult:
+    """One example: what went in, what was expected, what came back, its score."""
+
+    source: str
+    inputs: Mapping[str, Any]
+    expected: Mapping[str, Any]
+    got: Mapping[str, Any] | None
+    score: float
+    error: str | None = None
+    id: str = ""
+    baseline_score: float | None = None
+    flip: str | None = None  # "to_wrong" or "to_right" against the baseline
+
+    def to_json(self) -> JsonDict:
+        """JSON form."""
+        value = asdict(self)
+        value["inputs"], value["expected"] = dict(self.inputs), dict(self.expected)
+        value["got"] = None if self.got is None else dict(self.got)
+        return value
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> ExampleResult:
+        """Inverse of ``to_json``."""
+        return cls(**value)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A prompt's run compared with its baseline (values rounded to 6 places, as stored)."""
+
+    baseline_score: float
+    score: float
+    n_paired: int
+    delta: float
+    ci: tuple[float, float]
+    p_value: float
+    test: str
+    to_wrong: tuple[str, ...] = ()
+    to_right: tuple[str, ...] = ()
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    regressed: bool = False
+
+    def to_json(self) -> JsonDict:
+        """JSON form (the report's ``baseline`` entry)."""
+        return {
+            "baseline_score": self.baseline_score, "score": self.score, "n_paired": self.n_paired,
+            "delta": self.delta, "ci": list(self.ci), "p_value": self.p_value, "test": self.test,
+            "flipped_to_wrong": list(self.to_wrong), "flipped_to_right": list(self.to_right),
+            "added": list(self.added), "removed": list(self.removed), "regressed": self.regressed,
+        }
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any] | None) -> Comparison | None:
+        """Inverse of ``to_json``."""
+        if value is None:
+            return None
+        v = value
+        return cls(v["baseline_score"], v["score"], v["n_paired"], v["delta"], (v["ci"][0], v["ci"][1]),
+                   v["p_value"], v["test"], tuple(v["flipped_to_wrong"]), tuple(v["flipped_to_right"]),
+                   tuple(v["added"]), tuple(v["removed"]), bool(v["regressed"]))
+
+
+@dataclass(frozen=True)
+class HistoryPoint:
+    """One recorded baseline: what made it, its score, size and model."""
+
+    label: str
+    score: float
+    n: int
+    model: str
+
+    def to_json(self) -> JsonDict:
+        """JSON form (as stored in the baseline file)."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> HistoryPoint:
+        """Inverse of ``to_json``."""
+        return cls(str(value["label"]), float(value["score"]), int(value["n"]), str(value["model"]))
+
+
+@dataclass(frozen=True)
+class PromptTexts:
+    """The prompt as the model sees it now, and as stored with the snapshot (for diffs)."""
+
+    current: str | None
+    baseline: str | None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A program's evaluation on some rows: per-example results (pooled over repeats)."""
+
+    examples: tuple[ExampleResult, ...]
+    seconds: float = 0.0
+    repeats: int = 1
+    traffic: Traffic = field(default_factory=Traffic)
+
+    @property
+    def n(self) -> int:
+        """Examples evaluated."""
+        return len(self.examples)
+
+    @property
+    def score(self) -> float:
+        """Mean metric over all examples (a parse failure scores 0)."""
+        return mean_score(self.examples)
+
+    @property
+    def parse_failures(self) -> int:
+        """Examples whose model output did not parse into the output fields."""
+        return sum(1 for e in self.examples if e.error is not None)
+
+
+def mean_score(examples: Sequence[ExampleResult]) -> float:
+    """Mean of the examples' scores (0 for none)."""
+    return sum(e.score for e in examples) / len(examples) if examples else 0.0
+
+
+@dataclass(frozen=True)
+class OptimizationOutcome:
+    """The result of optimizing one prompt: scores before and after, and the decision."""
+
+    optimizer: str
+    knobs: Mapping[str, Any]
+    seed: int
+    train: int
+    heldout: int
+    before: float
+    after: float
+    replace: bool
+    forced: bool
+    snapshot_existed: bool
+    render_inputs: Mapping[str, Any]
+
+    @property
+    def improved(self) -> bool:
+        """Did the candidate score higher on the held-out part?"""
+        return self.after > self.before
+
+    @property
+    def verdict(self) -> str:
+        """What was decided, in words."""
+        if self.forced:
+            return "replaced the snapshot (--optimize=force)"
+        if self.improved:
+            return "improved: snapshot updated"
+        if self.snapshot_existed:
+            return "no improvement: kept the current snapshot"
+        return "no improvement: kept the program as written and recorded it as the baseline"
+
+    @property
+    def summary(self) -> str:
+        """One line: optimizer, split, held-out scores, decision."""
+        split = f"{self.optimizer}, {self.train} train / {self.heldout} held-out examples"
+        return f"optimized ({split}): held-out {self.before:.3f} -> {self.after:.3f}; {self.verdict}"
+
+
+PASSED, FAILED, ERROR = "passed", "failed", "error"
+
+
+@dataclass(frozen=True)
+class PromptResult:
+    """One prompt item's result: what every reporter reads."""
+
+    nodeid: str
+    name: str
+    outcome: str  # PASSED, FAILED or ERROR (could not be evaluated)
+    examples: tuple[ExampleResult, ...] = ()
+    threshold: float | None = None
+    seconds: float = 0.0
+    calls: int = 0
+    cached: int = 0
+    repeats: int = 1
+    model: ModelIdentity | None = None
+    notes: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
+    comparison: Comparison | None = None
+    history: tuple[HistoryPoint, ...] = ()
+    prompt: PromptTexts | None = None
+    optimization: OptimizationOutcome | None = None  # not in the JSON report: its summary is a note
+
+    @classmethod
+    def error(cls, nodeid: str, message: str) -> PromptResult:
+        """An item that could not be evaluated (bad input, unreachable model)."""
+        return cls(nodeid, nodeid.rsplit("::", 1)[-1], ERROR, reasons=(message,))
+
+    @property
+    def passed(self) -> bool:
+        """Did the prompt pass?"""
+        return self.outcome == PASSED
+
+    @property
+    def n(self) -> int:
+        """Examples evaluated."""
+        return len(self.examples)
+
+    @property
+    def score(self) -> float:
+        """Mean metric over all examples."""
+        return mean_score(self.examples)
+
+    @property
+    def parse_failures(self) -> int:
+        """Examples whose output did not parse."""
+        return sum(1 for e in self.examples if e.error is not None)
+
+    def worst(self, count: int) -> list[ExampleResult]:
+        """The lowest-scoring examples, parse failures first, in data order on ties."""
+        ranked = sorted(enumerate(self.examples), key=lambda p: (p[1].score, p[1].error is None, p[0]))
+        return [e for _, e in ranked[:count] if e.score < 1.0]
+
+    def to_json(self) -> JsonDict:
+        """The JSON report's entry for this prompt."""
+        error = self.outcome == ERROR
+        return {
+            "nodeid": self.nodeid, "name": self.name, "outcome": self.outcome,
+            "score": None if error else (round(self.score, 6) if self.n else 0.0),
+            "threshold": self.threshold, "n": self.n, "repeats": self.repeats,
+            "parse_failures": self.parse_failures, "seconds": round(self.seconds, 3),
+            "model_calls": self.calls, "cached": self.cached,
+            "reasons": list(self.reasons), "notes": list(self.notes),
+            "baseline": None if self.comparison is None else self.comparison.to_json(),
+            "examples": [e.to_json() for e in self.examples],
+            "history": [h.to_json() for h in self.history],
+            "prompt": {} if self.prompt is None else {"current": self.prompt.current, "baseline": self.prompt.baseline},
+            "model": {} if self.model is None else self.model.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, v: Mapping[str, Any]) -> PromptResult:
+        """Inverse of ``to_json`` (the xdist controller and report readers use it)."""
+        prompt = v.get("prompt") or {}
+        return cls(
+            nodeid=v["nodeid"], name=v["name"], outcome=v["outcome"],
+            examples=tuple(ExampleResult.from_json(e) for e in v.get("examples", [])),
+            threshold=v.get("threshold"), seconds=float(v.get("seconds", 0.0)),
+            calls=int(v.get("model_calls", 0)), cached=int(v.get("cached", 0)), repeats=int(v.get("repeats", 1)),
+            model=ModelIdentity.from_json(v.get("model") or {}),
+            notes=tuple(v.get("notes", [])), reasons=tuple(v.get("reasons", [])),
+            comparison=Comparison.from_json(v.get("baseline")),
+            history=tuple(HistoryPoint.from_json(h) for h in v.get("history", [])),
+            prompt=PromptTexts(prompt.get("current"), prompt.get("baseline")) if prompt else None,
+        )
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """The gating settings a run report records."""
+
+    alpha: float
+    min_delta: float
+    repeats: int
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """Every prompt item of a run, sorted by node id, with the gating settings."""
+
+    prompts: tuple[PromptResult, ...]
+    settings: GateSettings
+
+    @classmethod
+    def of(cls, results: Sequence[PromptResult], settings: GateSettings) -> RunReport:
+        """A report of ``results`` in node-id order."""
+        return cls(tuple(sorted(results, key=lambda r: r.nodeid)), settings)
+
+    @property
+    def model(self) -> ModelIdentity | None:
+        """The model of the first prompt that has one."""
+        return next((p.model for p in self.prompts if p.model is not None), None)
+
+    @property
+    def passed(self) -> int:
+        """Prompts that passed."""
+        return sum(1 for p in self.prompts if p.passed)
+
+    @property
+    def calls(self) -> int:
+        """Model calls over every prompt."""
+        return sum(p.calls for p in self.prompts)
+
+    @property
+    def cached(self) -> int:
+        """Cached answers over every prompt."""
+        return sum(p.cached for p in self.prompts)
+
+    def to_json(self) -> JsonDict:
+        """The whole JSON report document (schema version 1)."""
+        return {
+            "schema": SCHEMA, "version": VERSION,
+            "model": {} if self.model is None else self.model.to_json(),
+            "settings": asdict(self.settings),
+            "totals": {"prompts": len(self.prompts), "passed": self.passed, "failed": len(self.prompts) - self.passed,
+                       "model_calls": self.calls, "cached": self.cached},
+            "prompts": [p.to_json() for p in self.prompts],
+        }
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> RunReport:
+        """Read a JSON report document back."""
+        s = value["settings"]
+        settings = GateSettings(float(s["alpha"]), float(s["min_delta"]), int(s["repeats"]))
+        return cls(tuple(PromptResult.from_json(p) for p in value["prompts"]), settings)

@@ -1,0 +1,343 @@
+"""Settings: what a project configures (``Settings``) and what one run asks for (``RunFlags``).
+
+Precedence, highest first: command line, environment (``DSPY_LOCAL_<KEY>``),
+``[tool.dspy_local]`` in pyproject.toml, built-in default. Per-prompt
+overrides (``[tool.dspy_local.prompts.<name>]``) apply on top of the project
+table but under the command line and environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_dspy_local.errors import UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+DEFAULT_MODEL = "smollm2-135m"
+SNAPSHOT_DIR = "__prompt_snapshots__"  # beside each prompt module; see snapshot.py for why not __snapshots__
+BACKENDS = ("auto", "embedded", "ollama", "openai")
+OPTIMIZERS = ("mipro", "bootstrap", "gepa")
+ENV_PREFIX = "DSPY_LOCAL_"
+TABLE = "tool.dspy_local"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting the plugin reads, with its default."""
+
+    model: str = DEFAULT_MODEL
+    backend: str = "auto"
+    base_url: str | None = None
+    threshold: float = 0.5
+    max_examples: int | None = None
+    prompt_files: tuple[str, ...] = ("prompt_*.py",)
+    timeout: float = 120.0
+    max_tokens: int = 256
+    temperature: float = 0.0
+    seed: int = 0
+    n_ctx: int = 8192
+    optimizer: str = "mipro"
+    train_fraction: float = 0.5
+    prompt_model: str | None = None
+    prompt_backend: str = "auto"
+    prompt_base_url: str | None = None
+    allow_hosts: tuple[str, ...] = ()
+    cache_dir: str = ".dspy_cache"
+    strict_model: bool = False
+    alpha: float = 0.05
+    min_delta: float = 0.0
+    repeats: int = 1
+    prompts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    optimizers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def with_paths_from(self, root: Path) -> Settings:
+        """A relative ``gguf:`` path that does not exist from the current directory is read from ``root``."""
+        return dataclasses.replace(self, model=_gguf_from(self.model, root),
+                                   prompt_model=_gguf_from(self.prompt_model, root) if self.prompt_model else None)
+
+    def for_prompt_model(self) -> Settings | None:
+        """Settings for the proposal model, or None when it is the task model."""
+        if self.prompt_model is None:
+            return None
+        return dataclasses.replace(
+            self, model=self.prompt_model, backend=self.prompt_backend, base_url=self.prompt_base_url
+        )
+
+
+@dataclass(frozen=True)
+class RunFlags:
+    """What this run was asked to do, from command-line flags only (never from pyproject)."""
+
+    optimize: str | None = None  # None, "better" (--optimize) or "force" (--optimize=force)
+    update_baseline: bool = False
+    allow_egress: bool = False
+    no_cache: bool = False
+    clear_cache: bool = False
+    audit: Path | None = None
+    json_report: Path | None = None
+    html_report: Path | None = None
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything one run was configured with, resolved once at start."""
+
+    settings: Settings
+    pinned: frozenset[str]  # keys set on the command line or in the environment
+    flags: RunFlags
+
+    def for_prompt(self, name: str) -> Settings:
+        """The settings with ``[tool.dspy_local.prompts.<name>]`` applied."""
+        return for_prompt(self.settings, self.pinned, name)
+
+    def threshold(self, name: str, declared: float | None) -> float:
+        """The pass mark: the prompt's table, then the module's ``threshold``, then the default."""
+        table = self.settings.prompts.get(name, {})
+        if "threshold" in table:
+            return float(table["threshold"])
+        return declared if declared is not None else self.settings.threshold
+
+
+def _gguf_from(model: str, root: Path) -> str:
+    if not model.startswith("gguf:"):
+        return model
+    path = Path(model[5:]).expanduser()
+    if path.is_absolute() or path.exists() or not (root / path).exists():
+        return model
+    return f"gguf:{root / path}"
+
+
+def _as_float(key: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise UsageError(f"{key} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{key} must be a number, got {value!r}") from None
+
+
+def _as_int(key: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise UsageError(f"{key} must be a whole number, got {value!r}")
+    try:
+        number = int(str(value))
+    except (TypeError, ValueError):
+        raise UsageError(f"{key} must be a whole number, got {value!r}") from None
+    return number
+
+
+def _as_str(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise UsageError(f"{key} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _as_patterns(key: str, value: Any) -> tuple[str, ...]:
+    items = value.split() if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items or not all(isinstance(p, str) for p in items):
+        raise UsageError(f"{key} must be a list of glob patterns such as [\"prompt_*.py\"], got {value!r}")
+    return tuple(items)
+
+
+def _as_hosts(key: str, value: Any) -> tuple[str, ...]:
+    items = value.replace(",", " ").split() if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(h, str) and h for h in items):
+        raise UsageError(f"{key} must be a list of hosts such as [\"gpu-box.lan\", \"10.0.0.0/8\"], got {value!r}")
+    return tuple(items)
+
+
+def _as_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise UsageError(f"{key} must be true or false, got {value!r}")
+
+
+def _threshold(key: str, value: Any) -> float:
+    number = _as_float(key, value)
+    if not 0.0 <= number <= 1.0:
+        raise UsageError(f"{key} must be between 0 and 1 (a mean metric), got {value!r}")
+    return number
+
+
+def _positive_int(key: str, value: Any) -> int:
+    number = _as_int(key, value)
+    if number < 1:
+        raise UsageError(f"{key} must be at least 1, got {value!r}")
+    return number
+
+
+def _positive_float(key: str, value: Any) -> float:
+    number = _as_float(key, value)
+    if number <= 0:
+        raise UsageError(f"{key} must be greater than 0, got {value!r}")
+    return number
+
+
+def _backend(key: str, value: Any) -> str:
+    return _as_str(key, value).lower()
+
+
+def _optimizer(key: str, value: Any) -> str:
+    name = _as_str(key, value).lower()
+    if name not in OPTIMIZERS:
+        raise UsageError(f"{key} must be one of {', '.join(OPTIMIZERS)}, got {value!r}")
+    return name
+
+
+def _fraction(key: str, value: Any) -> float:
+    number = _as_float(key, value)
+    if not 0.0 < number < 1.0:
+        raise UsageError(f"{key} must be between 0 and 1 (exclusive), got {value!r}")
+    return number
+
+
+def _unit(key: str, value: Any) -> float:
+    number = _as_float(key, value)
+    if not 0.0 <= number <= 1.0:
+        raise UsageError(f"{key} must be between 0 and 1, got {value!r}")
+    return number
+
+
+def _temperature(key: str, value: Any) -> float:
+    number = _as_float(key, value)
+    if not 0.0 <= number <= 2.0:
+        raise UsageError(f"{key} must be between 0 and 2, got {value!r}")
+    return number
+
+
+Parser = Callable[[str, Any], Any]
+
+PARSERS: dict[str, Parser] = {
+    "model": _as_str,
+    "backend": _backend,
+    "base_url": _as_str,
+    "threshold": _threshold,
+    "max_examples": _positive_int,
+    "prompt_files": _as_patterns,
+    "timeout": _positive_float,
+    "max_tokens": _positive_int,
+    "temperature": _temperature,
+    "seed": _as_int,
+    "n_ctx": _positive_int,
+    "optimizer": _optimizer,
+    "train_fraction": _fraction,
+    "prompt_model": _as_str,
+    "prompt_backend": _backend,
+    "prompt_base_url": _as_str,
+    "allow_hosts": _as_hosts,
+    "cache_dir": _as_str,
+    "strict_model": _as_bool,
+    "alpha": _fraction,
+    "min_delta": _unit,
+    "repeats": _positive_int,
+}
+PER_PROMPT_KEYS = frozenset(
+    {"threshold", "max_examples", "max_tokens", "temperature", "seed", "alpha", "min_delta", "repeats"}
+)
+
+
+def read_pyproject(path: Path | None) -> dict[str, Any]:
+    """The ``[tool.dspy_local]`` table of ``path``, or {} when there is none."""
+    if path is None or not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: not valid TOML ({exc}); fix the file") from None
+    table = data.get("tool", {}).get("dspy_local", {})
+    if not isinstance(table, dict):
+        raise UsageError(f"{path}: [{TABLE}] must be a table")
+    return table
+
+
+def _parse_table(table: Mapping[str, Any], where: str) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    for key, value in table.items():
+        if key == "prompts":
+            parsed["prompts"] = _parse_prompt_tables(value, where)
+            continue
+        if key == "optimizers":
+            parsed["optimizers"] = _parse_optimizer_tables(value, where)
+            continue
+        if key not in PARSERS:
+            known = ", ".join(sorted([*PARSERS, "prompts", "optimizers"]))
+            raise UsageError(f"{where}: unknown key {key!r} in [{TABLE}]; known keys: {known}")
+        parsed[key] = PARSERS[key](f"{where} [{TABLE}] {key}", value)
+    return parsed
+
+
+def _parse_prompt_tables(value: Any, where: str) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, dict):
+        raise UsageError(f"{where}: [{TABLE}.prompts] must hold one table per prompt name")
+    result: dict[str, dict[str, Any]] = {}
+    for name, table in value.items():
+        if not isinstance(table, dict):
+            raise UsageError(f"{where}: [{TABLE}.prompts.{name}] must be a table")
+        for key in table:
+            if key not in PER_PROMPT_KEYS:
+                known = ", ".join(sorted(PER_PROMPT_KEYS))
+                raise UsageError(
+                    f"{where}: unknown key {key!r} in [{TABLE}.prompts.{name}]; known keys: {known}"
+                )
+        result[name] = {k: PARSERS[k](f"{where} [{TABLE}.prompts.{name}] {k}", v) for k, v in table.items()}
+    return result
+
+
+def _parse_optimizer_tables(value: Any, where: str) -> dict[str, dict[str, Any]]:
+    # Knob names are checked against the optimizer's own signature when it runs.
+    if not isinstance(value, dict) or not all(isinstance(t, dict) for t in value.values()):
+        raise UsageError(f"{where}: [{TABLE}.optimizers] must hold one table per optimizer (mipro, bootstrap, gepa)")
+    unknown = sorted(set(value) - set(OPTIMIZERS))
+    if unknown:
+        raise UsageError(f"{where}: unknown optimizer table [{TABLE}.optimizers.{unknown[0]}]; use one of "
+                          f"{', '.join(OPTIMIZERS)}")
+    return {name: dict(table) for name, table in value.items()}
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    for key, parser in PARSERS.items():
+        name = ENV_PREFIX + key.upper()
+        if environ.get(name):
+            parsed[key] = parser(name, environ[name])
+    return parsed
+
+
+def _from_cli(cli: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        key: PARSERS[key](f"--dspy-{key.replace('_', '-')}", value)
+        for key, value in cli.items()
+        if value is not None and key in PARSERS
+    }
+
+
+def resolve(
+    cli: Mapping[str, Any],
+    environ: Mapping[str, str],
+    pyproject: Path | None,
+) -> tuple[Settings, frozenset[str]]:
+    """Merge the sources by precedence; also return the keys set above pyproject."""
+    table = _parse_table(read_pyproject(pyproject), str(pyproject))
+    above = {**_from_env(environ), **_from_cli(cli)}
+    merged = {**table, **above}
+    return Settings(**merged), frozenset(above)
+
+
+def for_prompt(settings: Settings, pinned: frozenset[str], name: str) -> Settings:
+    """Apply ``[tool.dspy_local.prompts.<name>]``, except keys pinned by CLI or env."""
+    overrides = {k: v for k, v in settings.prompts.get(name, {}).items() if k not in pinned}
+    return dataclasses.replace(settings, **overrides) if overrides else settings

@@ -1,0 +1,226 @@
+"""Snapshots of optimized prompts in ``__prompt_snapshots__/`` beside the prompt module.
+
+Not syrupy's ``__snapshots__/``: syrupy scans the ``__snapshots__`` directory beside every
+collected test file and deletes files it does not own on ``--snapshot-update`` (seen with
+syrupy 7.0.2), which would delete these. A directory of their own keeps both tools safe.
+
+Three files per prompt module ``prompt_triage.py``:
+
+- ``prompt_triage.program.json``: the program state in DSPy's own JSON format
+  (``module.save(path)``: instructions, field prefixes, demos). Never a pickle;
+  loading it runs no code from the file.
+- ``prompt_triage.prompt.md``: the messages the model sees for one example, for review.
+- ``prompt_triage.baseline.json``: the per-example results later runs compare
+  against, the program's shape, and provenance (optimizer, seed, model digest,
+  data hash, versions, scores before and after).
+
+Writes are queued during the run and flushed once at session end, each file
+atomically (temp file + rename), so a killed run leaves the old snapshot intact.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pytest_dspy_local.core.data import Dataset
+from pytest_dspy_local.core.files import stable_json
+from pytest_dspy_local.core.results import Evaluation, ModelIdentity, OptimizationOutcome, PromptTexts, short_digest
+from pytest_dspy_local.core.settings import SNAPSHOT_DIR
+from pytest_dspy_local.core.spec import PromptSpec
+from pytest_dspy_local.errors import PromptError
+
+if TYPE_CHECKING:
+    import dspy
+
+SUFFIXES = (".program.json", ".prompt.md", ".baseline.json")
+
+
+@dataclass(frozen=True)
+class SnapshotPaths:
+    """Where one prompt module's snapshot files live."""
+
+    program: Path
+    prompt: Path
+    baseline: Path
+
+    @classmethod
+    def for_module(cls, module_path: Path) -> SnapshotPaths:
+        """The snapshot files of ``module_path``."""
+        base = module_path.parent / SNAPSHOT_DIR / module_path.stem
+        return cls(*(Path(f"{base}{suffix}") for suffix in SUFFIXES))
+
+
+def module_of(snapshot_file: Path) -> Path | None:
+    """The prompt module a snapshot file belongs to, or None if it is not a snapshot file."""
+    for suffix in SUFFIXES:
+        if snapshot_file.parent.name == SNAPSHOT_DIR and snapshot_file.name.endswith(suffix):
+            return snapshot_file.parent.parent / (snapshot_file.name[: -len(suffix)] + ".py")
+    return None
+
+
+def program_shape(program: dspy.Module) -> dict[str, dict[str, list[str]]]:
+    """Predictor names and their input and output field names."""
+    return {
+        name: {"inputs": list(p.signature.input_fields), "outputs": list(p.signature.output_fields)}
+        for name, p in program.named_predictors()
+    }
+
+
+def program_bytes(program: dspy.Module) -> bytes:
+    """The program state exactly as DSPy's ``module.save(path.json)`` writes it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "program.json"
+        program.save(str(path))
+        return path.read_bytes()
+
+
+def read_baseline(paths: SnapshotPaths) -> dict[str, Any] | None:
+    """The stored baseline, or None when there is none."""
+    if not paths.baseline.is_file():
+        return None
+    try:
+        value = json.loads(paths.baseline.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PromptError(
+            f"{paths.baseline}: not valid JSON ({exc}); restore it from git or re-run --optimize"
+        ) from None
+    if not isinstance(value, dict):
+        raise PromptError(f"{paths.baseline}: not a baseline file; restore it from git or re-run --optimize")
+    return value
+
+
+def load_into(program: dspy.Module, paths: SnapshotPaths, baseline: Mapping[str, Any] | None) -> bool:
+    """Load the snapshot into ``program`` (True), or leave it as written (False: no snapshot).
+
+    ``baseline`` is ``read_baseline(paths)``, read once by the caller; its shape is checked first.
+    """
+    if not paths.program.is_file():
+        return False
+    if baseline is not None and baseline.get("shape") != program_shape(program):
+        raise PromptError(
+            f"{paths.program}: the snapshot was made for a program of another shape "
+            f"(saved {baseline.get('shape')}, now {program_shape(program)}); re-run `pytest --optimize`"
+        )
+    try:
+        program.load(str(paths.program))
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise PromptError(
+            f"{paths.program}: cannot be loaded into the module's program ({type(exc).__name__}: {exc}); "
+            "re-run `pytest --optimize`"
+        ) from None
+    return True
+
+
+def render_prompt(name: str, program: dspy.Module, inputs: Mapping[str, Any]) -> str:
+    """The messages each predictor sends for ``inputs``, as Markdown a reviewer reads in a diff."""
+    import dspy
+
+    adapter = dspy.JSONAdapter()
+    lines = [f"# Prompt `{name}` as the model sees it", "",
+             "Rendered by pytest-dspy-local with DSPy's JSONAdapter for the first example.", ""]
+    for predictor_name, predictor in program.named_predictors():
+        values = {f: inputs.get(f, f"{{{f}}}") for f in predictor.signature.input_fields}
+        messages = adapter.format(predictor.signature, predictor.demos, values)
+        lines += [f"## Predictor `{predictor_name}`", ""]
+        for message in messages:
+            lines += [f"### {message['role']}", "", "````text", str(message["content"]).rstrip(), "````", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    import dspy
+
+    return {"dspy": dspy.__version__, "pytest-dspy-local": version("pytest-dspy-local")}
+
+
+@dataclass(frozen=True)
+class Recording:
+    """What a snapshot records: the prompt, its data, its evaluation, how it was optimized, by which models."""
+
+    spec: PromptSpec
+    dataset: Dataset
+    evaluation: Evaluation
+    outcome: OptimizationOutcome | None
+    model: ModelIdentity
+    prompt_model: ModelIdentity | None
+
+
+def _model_json(model: ModelIdentity) -> dict[str, str]:
+    return {"backend": model.backend, "model": model.model, "digest": model.digest}
+
+
+def baseline_document(recording: Recording) -> dict[str, Any]:
+    """The baseline file's content: per-example results, shape and provenance (no timestamps)."""
+    spec, dataset, result, outcome = recording.spec, recording.dataset, recording.evaluation, recording.outcome
+    document: dict[str, Any] = {
+        "prompt": spec.name,
+        "shape": program_shape(spec.program),
+        "score": round(result.score, 6),
+        "n": result.n,
+        "parse_failures": result.parse_failures,
+        "examples": [
+            {"id": e.id, "source": e.source, "score": round(e.score, 6), "parsed": e.error is None}
+            for e in result.examples
+        ],
+        "model": _model_json(recording.model),
+        "data": {"origin": dataset.origin, "sha256": dataset.sha256},
+        "repeats": result.repeats,
+        "versions": _versions(),
+    }
+    if outcome is not None:
+        document["optimization"] = {
+            "optimizer": outcome.optimizer,
+            "settings": dict(outcome.knobs),
+            "seed": outcome.seed,
+            "train_examples": outcome.train,
+            "heldout_examples": outcome.heldout,
+            "heldout_score_before": round(outcome.before, 6),
+            "heldout_score_after": round(outcome.after, 6),
+            "decision": outcome.summary,
+            "prompt_model": None if recording.prompt_model is None else _model_json(recording.prompt_model),
+        }
+    return document
+
+
+def history(previous: Mapping[str, Any] | None, document: dict[str, Any]) -> list[dict[str, Any]]:
+    """The score history: the previous baseline's, plus this one unless it repeats the last entry."""
+    entries = list((previous or {}).get("history", []))
+    optimization = document.get("optimization")
+    label = f"optimize {optimization['optimizer']}" if optimization else "update-baseline"
+    entry = {"label": label, "score": document["score"], "n": document["n"],
+             "model": short_digest(document["model"]["digest"])}
+    if not entries or entries[-1] != entry:
+        entries.append(entry)
+    return entries
+
+
+def snapshot_files(recording: Recording, paths: SnapshotPaths, previous: Mapping[str, Any] | None) -> dict[Path, bytes]:
+    """The snapshot files to write for a prompt (``previous`` is the baseline they replace)."""
+    document = baseline_document(recording)
+    spec, outcome = recording.spec, recording.outcome
+    if outcome is None and previous is not None and "optimization" in previous:
+        # --dspy-update-baseline re-records results; the program, and how it was made, are unchanged.
+        document["optimization"] = previous["optimization"]
+        document["history"] = history(previous, {**document, "optimization": None})
+    else:
+        document["history"] = history(previous, document)
+    files = {paths.baseline: stable_json(document).encode()}
+    if outcome is not None:
+        inputs = outcome.render_inputs
+        files[paths.program] = program_bytes(spec.program)
+        files[paths.prompt] = render_prompt(spec.name, spec.program, inputs).encode()
+    return files
+
+
+def prompt_texts(spec: PromptSpec, dataset: Dataset, paths: SnapshotPaths) -> PromptTexts:
+    """The prompt as rendered now (first example) and as stored with the snapshot, for reports."""
+    inputs = {k: dataset.rows[0].values[k] for k in spec.inputs}
+    stored = paths.prompt.read_text(encoding="utf-8") if paths.prompt.is_file() else None
+    return PromptTexts(render_prompt(spec.name, spec.program, inputs), stored)

@@ -1,0 +1,96 @@
+"""The one interface every model backend implements, and what it returns.
+
+A backend turns chat messages into text. It knows nothing about DSPy: the DSPy
+engine in ``pytest_dspy_local.models.engine`` adapts any backend to DSPy's LM API, so
+a new backend (a conftest.py hook implementation) is a small class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from pytest_dspy_local.core.results import ModelIdentity, short_digest
+from pytest_dspy_local.errors import BackendError
+
+__all__ = ["Backend", "BackendError", "ChatRequest", "ChatResult", "ModelInfo"]
+
+JsonSchema = dict[str, Any]
+# What the server backends share: the key variable they send (cloud keys are never read),
+# the fix a timeout message names, and how long a server's error text may run.
+API_KEY_ENV = "DSPY_LOCAL_API_KEY"
+TIMEOUT_HINT = "raise `timeout` in [tool.dspy_local] or DSPY_LOCAL_TIMEOUT"
+MAX_ERROR_CHARS = 300
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One chat completion, already rendered by DSPy's adapter.
+
+    ``messages`` are ``{"role": ..., "content": ...}`` dicts, system first.
+    ``schema`` is the JSON schema the answer must match (constrained decoding),
+    or None for free text.
+    """
+
+    messages: tuple[dict[str, str], ...]
+    schema: JsonSchema | None = None
+    max_tokens: int = 256
+    temperature: float = 0.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """The model's answer and what it cost."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "stop"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the run header, the cache key and the audit receipt say about a model.
+
+    ``digest`` identifies the weights (``sha256:<hex>`` of a GGUF file, or the
+    digest a server reports); ``endpoint`` is ``in-process`` or the base URL.
+    """
+
+    backend: str
+    model: str
+    digest: str
+    endpoint: str
+    details: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def short_digest(self) -> str:
+        """The digest cut for display."""
+        return short_digest(self.digest)
+
+    def identity(self) -> ModelIdentity:
+        """What results record about this model."""
+        return ModelIdentity(self.backend, self.model, self.digest, self.endpoint)
+
+
+def connect_reason(exc: BaseException) -> str:
+    """Why a connection failed; the ollama client hides httpx's error behind a generic one."""
+    cause = exc.__context__ if isinstance(exc, ConnectionError) and exc.__context__ else exc
+    return "connection refused" if "refused" in str(cause).lower() else str(cause)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A local model. Implementations must be safe to call from one thread at a time."""
+
+    def info(self) -> ModelInfo:
+        """Describe the model; may contact the server once (digest lookup)."""
+        ...
+
+    def chat(self, request: ChatRequest) -> ChatResult:
+        """Answer one chat request; raise BackendError on failure."""
+        ...
+
+    def close(self) -> None:
+        """Release the model or connection."""
+        ...

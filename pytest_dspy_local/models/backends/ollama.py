@@ -1,0 +1,151 @@
+"""The ollama backend: a model served by a local Ollama, through the ``ollama`` client."""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+import httpx
+import ollama
+
+from pytest_dspy_local.models.backends.base import (
+    API_KEY_ENV,
+    MAX_ERROR_CHARS,
+    TIMEOUT_HINT,
+    BackendError,
+    ChatRequest,
+    ChatResult,
+    ModelInfo,
+    connect_reason,
+)
+
+HOST_ENV = "OLLAMA_HOST"
+DEFAULT_PORT = 11434
+
+
+def ollama_url(raw: str) -> str:
+    """A full URL from an ``OLLAMA_HOST``-style value: ``host``, ``host:port``, ``:port`` or a URL.
+
+    Same rules as the ``ollama`` client, so the endpoint we report is the one it dials.
+    """
+    scheme, sep, rest = raw.strip().partition("://")
+    if not sep:
+        scheme, rest = "http", raw.strip()
+    default_port = {"http": 80, "https": 443}.get(scheme, DEFAULT_PORT) if sep else DEFAULT_PORT
+    split = urllib.parse.urlsplit(f"{scheme}://{rest}")
+    try:
+        port = split.port or default_port
+    except ValueError:
+        raise BackendError(
+            f"--dspy-base-url: {raw!r} has an invalid port; use e.g. http://127.0.0.1:11434"
+        ) from None
+    host = split.hostname or "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host  # urlsplit strips IPv6 brackets
+    path = split.path.strip("/")
+    return f"{scheme}://{host}:{port}" + (f"/{path}" if path else "")
+
+
+def resolve_host(base_url: str | None, environ: Mapping[str, str]) -> str:
+    """``--dspy-base-url``, else ``OLLAMA_HOST``, else Ollama's default address."""
+    return ollama_url(base_url or environ.get(HOST_ENV) or f"127.0.0.1:{DEFAULT_PORT}")
+
+
+def with_tag(model: str) -> str:
+    """The name Ollama lists a model under: ``:latest`` is implied when no tag is given."""
+    return model if ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"
+
+
+class OllamaBackend:
+    """A model served by Ollama; the digest is the one Ollama lists for it."""
+
+    def __init__(self, model: str, *, base_url: str | None, timeout: float) -> None:
+        self.model = model
+        self.host = resolve_host(base_url, os.environ)
+        self.timeout = timeout
+        self._api_key = os.environ.get(API_KEY_ENV)
+        # The client would add OLLAMA_API_KEY (an ollama.com cloud key) to every request;
+        # the hook replaces it with ours or removes it. trust_env=False keeps proxies out.
+        self._client = ollama.Client(
+            host=self.host, timeout=timeout, trust_env=False, event_hooks={"request": [self._authorize]}
+        )
+        self._info: ModelInfo | None = None
+
+    def _authorize(self, request: httpx.Request) -> None:
+        """Send DSPY_LOCAL_API_KEY if set, and never a key read from elsewhere."""
+        request.headers.pop("authorization", None)
+        if self._api_key:
+            request.headers["authorization"] = f"Bearer {self._api_key}"
+
+    @contextmanager
+    def _translate(self) -> Iterator[None]:
+        """Turn client and transport failures into one-line BackendErrors."""
+        try:
+            yield
+        except ollama.ResponseError as exc:
+            raise self._response_error(exc) from None
+        except (ConnectionError, httpx.ConnectError) as exc:
+            raise BackendError(
+                f"--dspy-base-url: cannot reach Ollama at {self.host} ({connect_reason(exc)}); "
+                "start `ollama serve` or fix the URL"
+            ) from None
+        except httpx.TimeoutException:
+            raise BackendError(
+                f"timeout: Ollama at {self.host} did not answer within {self.timeout:g} s; {TIMEOUT_HINT}"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise BackendError(f"--dspy-base-url: request to Ollama at {self.host} failed ({exc})") from None
+
+    def _response_error(self, exc: ollama.ResponseError) -> BackendError:
+        """An error Ollama answered with, on one line."""
+        if exc.status_code == 404 and "not found" in str(exc.error).lower():
+            return self._missing_model()
+        text = " ".join(str(exc.error).split())[:MAX_ERROR_CHARS]
+        return BackendError(f"Ollama at {self.host}: HTTP {exc.status_code}: {text}")
+
+    def _missing_model(self) -> BackendError:
+        return BackendError(
+            f"--dspy-model: Ollama at {self.host} has no model {self.model!r}; run `ollama pull {self.model}`"
+        )
+
+    def info(self) -> ModelInfo:
+        """Look the model up in ``/api/tags`` (once) for its digest and details."""
+        if self._info is None:
+            with self._translate():
+                listing = self._client.list()
+            wanted = with_tag(self.model)
+            entry = next((m for m in listing.models if m.model in (self.model, wanted)), None)
+            if entry is None or not entry.digest:
+                raise self._missing_model()
+            details = entry.details.model_dump(exclude_none=True) if entry.details else {}
+            shown = {k: str(v) for k, v in details.items() if isinstance(v, (str, int, float))}
+            digest = "sha256:" + entry.digest.removeprefix("sha256:")
+            self._info = ModelInfo("ollama", self.model, digest, self.host, shown)
+        return self._info
+
+    def chat(self, request: ChatRequest) -> ChatResult:
+        """Answer one chat request; a schema goes in ``format`` so Ollama constrains decoding."""
+        options = {
+            "num_predict": request.max_tokens,
+            "temperature": request.temperature,
+            "seed": request.seed,
+        }
+        with self._translate():
+            response = self._client.chat(
+                model=self.model,
+                messages=list(request.messages),
+                format=request.schema,
+                options=options,
+                stream=False,
+            )
+        return ChatResult(
+            text=response.message.content or "",
+            prompt_tokens=response.prompt_eval_count or 0,
+            completion_tokens=response.eval_count or 0,
+            finish_reason=response.done_reason or "stop",
+        )
+
+    def close(self) -> None:
+        """Close the client's connection pool."""
+        self._client.close()

@@ -1,0 +1,28 @@
+"""Checks that run once, at configure time, so a bad setting stops the run before any item.
+
+Parsing (core/settings.py) checks each value's type and range; these check what needs
+more than one value or another layer: allow-list entries, the backend a model resolves
+to, and the optimizer's dependencies and knobs.
+"""
+
+from __future__ import annotations
+
+from pytest_dspy_local.core.settings import RunSettings
+
+
+def check_run(run: RunSettings) -> None:
+    """Raise ``UsageError`` for the first setting that cannot work."""
+    from pytest_dspy_local.models.backends.builtin import resolve_backend_name
+    from pytest_dspy_local.privacy.audit import check_hosts
+
+    settings = run.settings
+    check_hosts(settings)
+    resolve_backend_name(settings)
+    proposal = settings.for_prompt_model()
+    if proposal is not None:
+        resolve_backend_name(proposal)
+    if run.flags.optimize is not None:
+        from pytest_dspy_local.core.optimization import check_dependencies, route_knobs
+
+        check_dependencies(settings.optimizer)
+        route_knobs(settings.optimizer, settings.optimizers.get(settings.optimizer, {}))

@@ -1,0 +1,213 @@
+"""Collecting ``prompt_*.py`` modules: one item per module, evaluated in ``runtest``.
+
+A prompt module is collected as a ``pytest.Module`` so that fixtures it defines
+(``<name>_dataset``) and ordinary ``test_*`` functions in it work as usual;
+the prompt itself becomes a ``PromptItem``, a ``pytest.Function`` whose only
+fixture is ``request`` (the dataset fixture is looked up when it runs).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_dspy_local.core import data
+from pytest_dspy_local.core.gating import Gate, against_baseline
+from pytest_dspy_local.core.optimization import OptimizeJob, OptimizerModels, optimize_prompt
+from pytest_dspy_local.core.results import (
+    FAILED,
+    PASSED,
+    HistoryPoint,
+    OptimizationOutcome,
+    PromptResult,
+    short_digest,
+)
+from pytest_dspy_local.core.snapshot import SnapshotPaths, load_into, prompt_texts, read_baseline
+from pytest_dspy_local.core.spec import check_declared, declared_names, load_spec, prompt_name
+from pytest_dspy_local.errors import PromptError, PromptFailure
+from pytest_dspy_local.plugin.outcomes import failure_text
+from pytest_dspy_local.plugin.state import STATE_KEY
+from pytest_dspy_local.report.terminal import detail_lines
+
+if TYPE_CHECKING:
+    from _pytest._code.code import TerminalRepr
+
+    from pytest_dspy_local.core.spec import PromptSpec
+    from pytest_dspy_local.plugin.state import RunState
+    from pytest_dspy_local.privacy.audit import ItemAudit
+
+Baseline = Mapping[str, Any] | None
+
+
+def _prompt_runner(request: pytest.FixtureRequest) -> None:
+    """Stand-in test function: gives the item a fixture request; never called."""
+
+
+class PromptModule(pytest.Module):
+    """A prompt module: its own tests and fixtures, plus one PromptItem."""
+
+    def collect(self) -> list[pytest.Item | pytest.Collector]:
+        """Import the module, check its declarations, yield its tests and the prompt item."""
+        from pytest_dspy_local.models.run_models import import_dspy
+
+        import_dspy(self.config.stash[STATE_KEY].cache_dir)
+        check_declared(self.obj, self.path)
+        item = PromptItem.from_parent(self, name=prompt_name(self.path), callobj=_prompt_runner)
+        return [*super().collect(), item]
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | TerminalRepr:
+        """One line for the plugin's own errors; pytest's report for import errors."""
+        text = failure_text(excinfo.value)
+        return text if text is not None else super().repr_failure(excinfo)
+
+
+class PromptItem(pytest.Function):
+    """Evaluates one prompt module's program on its data with the configured model."""
+
+    is_prompt_item = True  # how plugin.py recognises these without importing this module
+    dspy_result: dict[str, Any] | None = None  # PromptResult.to_json(), copied onto the call report (and across xdist)
+
+    def _dataset(self, spec: PromptSpec) -> data.Dataset:
+        files = data.data_files(self.path)
+        fixture = f"{spec.name}_dataset"
+        request: pytest.FixtureRequest = self.funcargs["request"]  # type: ignore[assignment]
+        try:
+            value: Any = request.getfixturevalue(fixture)
+        except pytest.FixtureLookupError:
+            value = None
+        if files and value is not None:
+            raise PromptError(f"{self.path}: data comes from both {files[0].name} and fixture {fixture!r}; keep one")
+        if len(files) > 1:
+            raise PromptError(f"{self.path}: several data files ({', '.join(f.name for f in files)}); keep one")
+        if not files and value is None:
+            raise PromptError(
+                f"{self.path}: no evaluation data; add {self.path.with_suffix('.jsonl').name} "
+                f"(or .csv/.yaml) beside it, or a fixture named {fixture!r}"
+            )
+        dataset = data.Dataset.from_file(files[0]) if files else data.Dataset.from_fixture(fixture, value)
+        data.check_inputs(dataset.rows, spec.inputs, str(self.path))
+        return dataset
+
+    def runtest(self) -> None:
+        """Evaluate under the egress guard; fail below the threshold or on a regression."""
+        state = self.config.stash[STATE_KEY]
+        with state.auditor.audited(self.nodeid) as entry:
+            result = self._evaluate(state, entry)
+        self._publish(result)
+        if result.reasons:
+            raise PromptFailure(result)
+
+    def _evaluate(self, state: RunState, entry: ItemAudit) -> PromptResult:
+        spec = load_spec(self.module, self.path)
+        dataset = self._dataset(spec)
+        paths = SnapshotPaths.for_module(self.path)
+        baseline = read_baseline(paths)
+        outcome = self._optimize_or_load(state, spec, dataset, paths, baseline)
+        evaluation = state.evaluate(spec, dataset.rows)
+        model = state.models.identity()
+        entry.model, entry.data = model.to_json(), {"origin": dataset.origin, "sha256": dataset.sha256}
+        notes = check_model(state, paths, baseline, model.digest)
+        threshold = state.run.threshold(spec.name, spec.threshold)
+        reasons = verdict(evaluation.score, threshold)
+        rewriting = (outcome is not None and outcome.replace) or state.flags.update_baseline
+        gate = Gate(evaluation.examples)
+        if rewriting:
+            state.queue_snapshot(spec, dataset, evaluation, outcome, paths, baseline)
+        else:
+            s = state.settings_for(spec.name)
+            gate = against_baseline(evaluation.examples, baseline, alpha=s.alpha, min_delta=s.min_delta, seed=s.seed)
+        notes += [*gate.notes, *([outcome.summary] if outcome is not None else [])]
+        return PromptResult(
+            nodeid=self.nodeid, name=spec.name, outcome=FAILED if reasons or gate.reasons else PASSED,
+            examples=gate.examples, threshold=threshold, seconds=evaluation.seconds, calls=evaluation.traffic.calls,
+            cached=evaluation.traffic.cached, repeats=evaluation.repeats, model=model, notes=tuple(notes),
+            reasons=(*reasons, *gate.reasons), comparison=gate.comparison,
+            history=tuple(HistoryPoint.from_json(h) for h in (baseline or {}).get("history", [])),
+            prompt=prompt_texts(spec, dataset, paths), optimization=outcome,
+        )
+
+    def _optimize_or_load(
+        self, state: RunState, spec: PromptSpec, dataset: data.Dataset, paths: SnapshotPaths, baseline: Baseline
+    ) -> OptimizationOutcome | None:
+        if state.flags.optimize is None:
+            load_into(spec.program, paths, baseline)
+            return None
+        settings = state.settings_for(spec.name)
+        job = OptimizeJob(spec, dataset, paths, baseline, settings, force=state.flags.optimize == "force")
+        models = OptimizerModels(state.models.lm_with(settings), state.models.prompt_lm(),
+                                 lambda program, rows: state.run_eval(spec, program, rows), state.models.calls_text)
+        return optimize_prompt(job, models, self._progress)
+
+    def _publish(self, result: PromptResult) -> None:
+        """Hand the result to hooks, JUnit properties, the report sections and the run's reports."""
+        if result.optimization is not None:
+            self.add_report_section("call", "dspy-local optimize", result.optimization.summary)
+        c = result.comparison
+        self.user_properties += [
+            ("dspy_score", round(result.score, 6)),
+            ("dspy_threshold", result.threshold),
+            ("dspy_n", result.n),
+            ("dspy_parse_failures", result.parse_failures),
+            ("dspy_model_digest", "" if result.model is None else result.model.digest),
+            ("dspy_baseline", None if c is None else c.baseline_score),
+            ("dspy_delta", None if c is None else c.delta),
+            ("dspy_p_value", None if c is None else c.p_value),
+        ]
+        self.ihook.pytest_dspy_local_prompt_result(item=self, result=result)
+        self.add_report_section("call", "dspy-local", "\n".join(detail_lines(result)))
+        self.dspy_result = result.to_json()
+
+    def _progress(self, line: str) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None or capture is None or hasattr(self.config, "workerinput"):
+            return
+        # Progress must reach the terminal while the item's output is being captured.
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"dspy-local optimize {self.name}: {line}")
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> str | TerminalRepr:  # type: ignore[override]
+        """A readable report for a low score or a bad prompt module; pytest's otherwise."""
+        text = failure_text(excinfo.value)
+        return text if text is not None else super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        """Name the prompt in reports."""
+        return self.path, None, f"prompt {self.name}"
+
+
+def check_model(state: RunState, paths: SnapshotPaths, baseline: Baseline, current: str) -> list[str]:
+    """Warn (or fail, with strict_model) when the baseline was recorded with another model."""
+    recorded = (baseline or {}).get("model", {}).get("digest")
+    if not recorded or recorded == current:
+        return []
+    message = (f"{paths.baseline.name} was recorded with model digest {short_digest(recorded)}, this run uses "
+               f"{short_digest(current)}; re-record it with --dspy-update-baseline or --optimize")
+    if state.settings.strict_model:
+        raise PromptError(message + " (strict_model is on)")
+    warnings.warn(pytest.PytestWarning(message), stacklevel=1)
+    return [message]
+
+
+def verdict(score: float, threshold: float | None) -> list[str]:
+    """Why a score fails its threshold (empty when it passes)."""
+    if threshold is None or score >= threshold:
+        return []
+    reasons = [f"score {score:.3f} is below threshold {threshold:.3f}"]
+    if not 0.0 <= threshold <= 1.0:
+        reasons.append(f"threshold {threshold} is outside [0, 1], so no mean metric can meet it; set one in [0, 1]")
+    return reasons
+
+
+def make_collector(parent: pytest.Collector, path: Path) -> PromptModule | None:
+    """A PromptModule for ``path``, or None (remembered) when it is not a prompt module."""
+    state = parent.config.stash[STATE_KEY]
+    names = declared_names(path)
+    if not names:
+        state.skipped.append((path, "defines neither `program` nor `metric`"))
+        return None
+    return PromptModule.from_parent(parent, path=path)

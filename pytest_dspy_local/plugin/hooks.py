@@ -1,0 +1,170 @@
+"""pytest hooks of pytest-dspy-local (entry point ``dspy_local``); each delegates.
+
+This module and what it imports at the top never import DSPy, LiteLLM or
+llama.cpp: a repo without prompt modules pays nothing for the plugin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_dspy_local.core.settings import SNAPSHOT_DIR
+from pytest_dspy_local.errors import PromptError
+from pytest_dspy_local.plugin import hookspecs, options
+from pytest_dspy_local.plugin.outcomes import fail_test, stopping_on_usage_errors, stopping_on_write_errors
+from pytest_dspy_local.plugin.state import STATE_KEY, RunState
+
+# Everything else is imported where it is used: a run without prompt modules imports
+# little beyond this module (bench/bench_overhead.py measures it).
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """Declare the plugin's own hooks."""
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Add the --dspy-* options."""
+    options.addoption(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Resolve and check every setting (a bad one stops the run), then register the run state."""
+    from pytest_dspy_local.plugin import backends, checks
+
+    with stopping_on_usage_errors():
+        run = options.resolve(config)
+        checks.check_run(run)
+    state = RunState(config, run)
+    config.stash[STATE_KEY] = state
+    config.pluginmanager.register(state, "dspy_local_state")
+    if run.flags.clear_cache and not hasattr(config, "workerinput"):
+        state.clear_cache()
+    config.pluginmanager.register(backends, "dspy_local_backends")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Free the model."""
+    state = config.stash.get(STATE_KEY, None)
+    if state is not None:
+        state.close()
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    """Collect prompt modules."""
+    state = parent.config.stash[STATE_KEY]
+    if file_path.parent.name == SNAPSHOT_DIR:
+        state.snapshot_files.add(file_path)
+    if file_path.suffix != ".py" or not any(fnmatch(file_path.name, p) for p in state.settings.prompt_files):
+        return None
+    from pytest_dspy_local.plugin.collection import make_collector
+
+    return make_collector(parent, file_path)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Write snapshots, the receipt and the reports once (an xdist worker hands its share to the controller)."""
+    from pytest_dspy_local.plugin import xdist
+
+    state = session.config.stash[STATE_KEY]
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput[xdist.KEY] = xdist.handover(state)
+        return
+    with stopping_on_write_errors():
+        state.flush_snapshots()
+        state.write_reports()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist controller: take over a worker's snapshots and receipt entries."""
+    from pytest_dspy_local.plugin import xdist
+
+    xdist.take_over(node.config.stash[STATE_KEY], getattr(node, "workeroutput", {}).get(xdist.KEY, {}))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Name the configured backend and model."""
+    state = config.stash[STATE_KEY]
+    backend = state.models.backend_name()
+    where = f" at {state.settings.base_url}" if state.settings.base_url else ""
+    return f"dspy-local: backend {backend}, model {state.settings.model}{where}"
+
+
+def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
+    """After collection: the model's digest when prompts will run; skipped look-alike files."""
+    state = config.stash[STATE_KEY]
+    lines = []
+    if config.option.verbose > 0 or config.option.collectonly:
+        lines += [f"dspy-local: not a prompt module: {p} ({why})" for p, why in state.skipped]
+    if any(getattr(i, "is_prompt_item", False) for i in items) and not config.option.collectonly:
+        from pytest_dspy_local.report.terminal import model_line
+
+        try:
+            lines.append(model_line(state.models.identity()))
+        except PromptError as exc:
+            lines.append(model_line(str(exc)))
+    return lines
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Carry a prompt item's result on its report (xdist sends reports to the controller)."""
+    report = yield
+    if getattr(item, "is_prompt_item", False):
+        # Plain attributes: pytest serializes a report's __dict__ for xdist and restores it.
+        setattr(report, "dspy_prompt", True)  # noqa: B010
+        result = getattr(item, "dspy_result", None)
+        if call.when == "call" and result is not None:
+            setattr(report, "dspy_result", result)  # noqa: B010
+    return report
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
+    """Show each prompt's score with -v."""
+    props = dict(getattr(report, "user_properties", ()))
+    if report.when != "call" or "dspy_score" not in props:
+        return None
+    from pytest_dspy_local.report.terminal import status_word
+
+    outcome = "passed" if report.passed else "failed"
+    return outcome, "." if report.passed else "F", status_word(report.passed, props)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """One line per evaluated prompt and the model-call count."""
+    state = config.stash[STATE_KEY]
+    if hasattr(config, "workerinput") or not (state.results or state.written or state.unused_snapshots()):
+        return
+    from pytest_dspy_local.report.terminal import snapshot_lines, summary_lines
+
+    terminalreporter.section("dspy-local")
+    for line in summary_lines(state.results, *state.call_totals()):
+        terminalreporter.write_line(line)
+    for line in snapshot_lines(state.written, state.unused_snapshots()):
+        terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def dspy_lm(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The configured local model as a ``dspy.LM``, active (with JSONAdapter) and egress-guarded for the test."""
+    state = request.config.stash[STATE_KEY]
+    try:
+        lm = state.models.lm()
+    except PromptError as exc:
+        fail_test(exc)
+    import dspy
+
+    try:
+        with state.auditor.audited(request.node.nodeid), dspy.context(lm=lm, adapter=dspy.JSONAdapter()):
+            yield lm
+    except PromptError as exc:  # a connection the egress guard blocked during the test
+        fail_test(exc)

@@ -1,0 +1,142 @@
+"""Command-line options (one group, one ``--dspy-`` prefix, names as constants) and the
+one place that reads them: ``resolve`` turns flags, environment and pyproject.toml into
+the run's ``RunSettings``. No other module calls ``getoption``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_dspy_local.core.settings import RunFlags, RunSettings
+from pytest_dspy_local.core.settings import resolve as resolve_settings
+
+MODEL = "--dspy-model"
+BACKEND = "--dspy-backend"
+BASE_URL = "--dspy-base-url"
+THRESHOLD = "--dspy-threshold"
+MAX_EXAMPLES = "--dspy-max-examples"
+OPTIMIZER = "--dspy-optimizer"
+PROMPT_MODEL = "--dspy-prompt-model"
+PROMPT_BACKEND = "--dspy-prompt-backend"
+PROMPT_BASE_URL = "--dspy-prompt-base-url"
+OPTIMIZE = "--optimize"
+OPTIMIZE_FORCE = "--optimize=force"
+UPDATE_BASELINE = "--dspy-update-baseline"
+ALLOW_HOSTS = "--dspy-allow-hosts"
+STRICT_MODEL = "--dspy-strict-model"
+ALLOW_EGRESS = "--dspy-allow-egress"
+AUDIT = "--dspy-audit"
+NO_CACHE = "--dspy-no-cache"
+CLEAR_CACHE = "--dspy-clear-cache"
+REPEATS = "--dspy-repeats"
+ALPHA = "--dspy-alpha"
+MIN_DELTA = "--dspy-min-delta"
+JSON_REPORT = "--dspy-json"
+HTML_REPORT = "--dspy-report"
+
+# option flag -> Settings field; every dest is the field name prefixed with dspy_
+SETTING_OPTIONS = {
+    MODEL: "model",
+    BACKEND: "backend",
+    BASE_URL: "base_url",
+    THRESHOLD: "threshold",
+    MAX_EXAMPLES: "max_examples",
+    OPTIMIZER: "optimizer",
+    PROMPT_MODEL: "prompt_model",
+    PROMPT_BACKEND: "prompt_backend",
+    PROMPT_BASE_URL: "prompt_base_url",
+    ALLOW_HOSTS: "allow_hosts",
+    REPEATS: "repeats",
+    ALPHA: "alpha",
+    MIN_DELTA: "min_delta",
+}
+
+_HELP = {
+    MODEL: "model to evaluate with: smollm2-135m (embedded default), gguf:PATH, or a server's model name",
+    BACKEND: "auto (default), embedded, ollama, openai, or a backend a conftest.py provides",
+    BASE_URL: "base URL of an OpenAI-compatible server (ending in /v1) or of Ollama",
+    THRESHOLD: "pass mark for prompt modules that set no `threshold` (0..1, default 0.5)",
+    MAX_EXAMPLES: "evaluate at most N examples per prompt",
+    OPTIMIZER: "optimizer for --optimize: mipro (default, MIPROv2), bootstrap (BootstrapFewShot) or gepa",
+    PROMPT_MODEL: "model that proposes instructions while optimizing (default: the task model)",
+    PROMPT_BACKEND: "backend of --dspy-prompt-model (default auto)",
+    PROMPT_BASE_URL: "server URL of --dspy-prompt-model",
+    ALLOW_HOSTS: "hosts (comma-separated) prompts and data may reach besides loopback and the model servers",
+    REPEATS: "evaluate each prompt N times (seeds seed..seed+N-1) and gate on the pooled result",
+    ALPHA: "significance level of the regression test against the baseline (default 0.05)",
+    MIN_DELTA: "a significant drop must also exceed this to fail (default 0)",
+}
+
+
+def addoption(parser: pytest.Parser) -> None:
+    """Register the plugin's options in their own --help group."""
+    group = parser.getgroup("dspy-local", "DSPy prompt evaluation on a local model (pytest-dspy-local)")
+    for flag, field in SETTING_OPTIONS.items():
+        group.addoption(flag, dest=f"dspy_{field}", default=None, metavar=field.upper(), help=_HELP[flag])
+    # `--optimize=force` is its own option string, so `--optimize PATH` never takes PATH as a value.
+    group.addoption(OPTIMIZE, dest="dspy_optimize", action="store_const", const="better", default=None,
+                    help="optimize each prompt (then evaluate); keep the result only if its held-out score is higher")
+    group.addoption(OPTIMIZE_FORCE, dest="dspy_optimize", action="store_const", const="force",
+                    help="optimize each prompt and replace its snapshot even when the score is not higher")
+    group.addoption(STRICT_MODEL, dest="dspy_strict_model", action="store_const", const=True, default=None,
+                    help="fail (instead of warn) when a baseline was recorded with another model digest")
+    group.addoption(ALLOW_EGRESS, dest="dspy_allow_egress", action="store_true", default=False,
+                    help="debugging: record connections outside the allowed hosts instead of blocking them")
+    group.addoption(AUDIT, dest="dspy_audit", default=None, metavar="PATH",
+                    help="write a JSON audit receipt: endpoints contacted, model calls, blocked attempts")
+    group.addoption(NO_CACHE, dest="dspy_no_cache", action="store_true", default=False,
+                    help="neither read nor write the project's answer cache")
+    group.addoption(CLEAR_CACHE, dest="dspy_clear_cache", action="store_true", default=False,
+                    help="empty the project's answer cache before the run")
+    group.addoption(JSON_REPORT, dest="dspy_json", default=None, metavar="PATH",
+                    help="write a machine-readable JSON summary of every prompt item")
+    group.addoption(HTML_REPORT, dest="dspy_report", default=None, metavar="PATH",
+                    help="write a self-contained HTML report for reviewers")
+    group.addoption(UPDATE_BASELINE, dest="dspy_update_baseline", action="store_true", default=False,
+                    help="record each evaluated prompt's per-example results as its new baseline")
+
+
+def cli_values(config: pytest.Config) -> dict[str, Any]:
+    """Settings given on the command line (None where not given)."""
+    values = {field: config.getoption(f"dspy_{field}") for field in SETTING_OPTIONS.values()}
+    return {**values, "strict_model": config.getoption("dspy_strict_model")}
+
+
+def _path(config: pytest.Config, dest: str) -> Path | None:
+    value = config.getoption(dest)
+    return Path(value) if value else None
+
+
+def run_flags(config: pytest.Config) -> RunFlags:
+    """What this run was asked to do."""
+    return RunFlags(
+        optimize=config.getoption("dspy_optimize"),
+        update_baseline=bool(config.getoption("dspy_update_baseline")),
+        allow_egress=bool(config.getoption("dspy_allow_egress")),
+        no_cache=bool(config.getoption("dspy_no_cache")),
+        clear_cache=bool(config.getoption("dspy_clear_cache")),
+        audit=_path(config, "dspy_audit"),
+        json_report=_path(config, "dspy_json"),
+        html_report=_path(config, "dspy_report"),
+    )
+
+
+def pyproject(config: pytest.Config) -> Path:
+    """The project file whose ``[tool.dspy_local]`` table applies."""
+    inipath = config.inipath
+    if inipath is not None and inipath.name == "pyproject.toml":
+        return inipath
+    return config.rootpath / "pyproject.toml"
+
+
+def resolve(config: pytest.Config) -> RunSettings:
+    """The run's settings: command line, then environment, then pyproject.toml, then defaults.
+
+    Raises ``UsageError`` naming the setting and the fix.
+    """
+    settings, pinned = resolve_settings(cli_values(config), os.environ, pyproject(config))
+    return RunSettings(settings.with_paths_from(config.rootpath), pinned, run_flags(config))

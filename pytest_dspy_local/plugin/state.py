@@ -1,0 +1,175 @@
+"""Run state: the run's settings, models and auditor, snapshots to write, results to report.
+
+One ``RunState`` per pytest run, registered as a plugin and reached through
+``STATE_KEY``; nothing about a run lives in module globals. Under xdist each worker
+has one and hands its share to the controller's (plugin/xdist.py).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from pytest_dspy_local.core.results import Evaluation, GateSettings, OptimizationOutcome, PromptResult, RunReport
+from pytest_dspy_local.core.settings import RunSettings, Settings
+from pytest_dspy_local.models.run_models import Models
+
+if TYPE_CHECKING:
+    import dspy
+
+    from pytest_dspy_local.core.data import Dataset, Row
+    from pytest_dspy_local.core.snapshot import SnapshotPaths
+    from pytest_dspy_local.core.spec import PromptSpec
+    from pytest_dspy_local.privacy.audit import Auditor
+
+
+class RunState:
+    """What one pytest run knows and does beyond pytest's own bookkeeping."""
+
+    def __init__(self, config: pytest.Config, run: RunSettings) -> None:
+        self.run = run
+        self.settings = run.settings
+        self.flags = run.flags
+        self.cache_dir = config.rootpath / run.settings.cache_dir
+        hook = config.hook.pytest_dspy_local_make_backend
+        self.models = Models(run.settings, None if run.flags.no_cache else self.cache_dir,
+                             lambda name, settings: hook(name=name, settings=settings))
+        self.skipped: list[tuple[Path, str]] = []
+        self.results: list[PromptResult] = []
+        self.pending: dict[Path, bytes] = {}
+        self.written: list[Path] = []
+        self.snapshot_files: set[Path] = set()
+        self._auditor: Auditor | None = None
+
+    @property
+    def auditor(self) -> Auditor:
+        """The egress guard and receipt, set up when the first prompt item runs."""
+        if self._auditor is None:
+            from pytest_dspy_local.privacy.audit import Auditor
+
+            self._auditor = Auditor(self.settings, self.models, block=not self.flags.allow_egress)
+        return self._auditor
+
+    def settings_for(self, name: str) -> Settings:
+        """The settings with the prompt's own table applied."""
+        return self.run.for_prompt(name)
+
+    def run_eval(self, spec: PromptSpec, program: dspy.Module, rows: Sequence[Row], repeats: int = 1) -> Evaluation:
+        """Evaluate ``program`` on ``rows`` with the task model (pooled over ``repeats`` seeds), counting calls."""
+        import dspy
+
+        from pytest_dspy_local.core.evaluation import evaluate_rows, pool
+
+        settings, runs = self.settings_for(spec.name), []
+        before = self.models.counters()
+        for repeat in range(repeats):
+            lm = self.models.lm_with(settings)
+            lm = lm.copy(seed=settings.seed + repeat) if repeat else lm
+            with dspy.context(lm=lm, adapter=dspy.JSONAdapter()):
+                runs.append(evaluate_rows(program, rows, spec.metric, spec.inputs, origin=str(spec.path)))
+        pooled = pool(runs)
+        return Evaluation(pooled.examples, pooled.seconds, pooled.repeats, self.models.counters() - before)
+
+    def evaluate(self, spec: PromptSpec, rows: Sequence[Row]) -> Evaluation:
+        """Evaluate one prompt module on its rows (the first ``max_examples``)."""
+        settings = self.settings_for(spec.name)
+        rows = rows[: settings.max_examples] if settings.max_examples else rows
+        return self.run_eval(spec, spec.program, rows, settings.repeats)
+
+    def queue_snapshot(
+        self,
+        spec: PromptSpec,
+        dataset: Dataset,
+        evaluation: Evaluation,
+        outcome: OptimizationOutcome | None,
+        paths: SnapshotPaths,
+        previous: Mapping[str, Any] | None,
+    ) -> None:
+        """Queue the snapshot files; they are written once, at session end."""
+        from pytest_dspy_local.core.snapshot import Recording, snapshot_files
+
+        recording = Recording(spec, dataset, evaluation, outcome, self.models.identity(),
+                              self.models.prompt_identity())
+        self.pending.update(snapshot_files(recording, paths, previous))
+
+    def flush_snapshots(self) -> None:
+        """Write every queued snapshot file that changed, atomically (once, at session end)."""
+        from pytest_dspy_local.core.files import write_atomically
+
+        changed = {p: c for p, c in self.pending.items() if not p.is_file() or p.read_bytes() != c}
+        write_atomically(changed)
+        self.written = sorted(changed)
+        self.pending.clear()
+
+    def unused_snapshots(self) -> list[Path]:
+        """Snapshot files whose prompt module no longer exists."""
+        from pytest_dspy_local.core.snapshot import module_of
+
+        return sorted(p for p in self.snapshot_files if (m := module_of(p)) is not None and not m.is_file())
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Record each prompt item's result (on the controller, under xdist)."""
+        if not getattr(report, "dspy_prompt", False):
+            return
+        carried = getattr(report, "dspy_result", None)
+        if carried is not None:
+            self.results.append(PromptResult.from_json(carried))
+        elif report.failed:
+            lines = report.longreprtext.strip().splitlines()
+            self.results.append(PromptResult.error(report.nodeid, lines[-1] if lines else "error"))
+
+    def report(self) -> RunReport:
+        """Every prompt item's result, as one report."""
+        s = self.settings
+        return RunReport.of(self.results, GateSettings(s.alpha, s.min_delta, s.repeats))
+
+    def write_reports(self) -> None:
+        """Write the audit receipt, the JSON and HTML reports asked for, and the GitHub step summary."""
+        from pytest_dspy_local.core.files import write_atomically
+        from pytest_dspy_local.report.json_report import write_json
+        from pytest_dspy_local.report.markdown import append_step_summary
+
+        if self.flags.audit:
+            self.auditor.write(self.flags.audit)
+        if not self.results:
+            return
+        report = self.report()
+        if self.flags.json_report:
+            write_json(self.flags.json_report, report)
+        if self.flags.html_report:
+            from pytest_dspy_local.report.html import render_html
+
+            write_atomically({self.flags.html_report: render_html(report).encode()})
+        summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if summary:
+            append_step_summary(Path(summary), report)
+
+    def audit_items(self) -> list[dict[str, Any]]:
+        """The receipt entries so far (none before the first guarded item)."""
+        return [] if self._auditor is None else self._auditor.items
+
+    def call_totals(self) -> tuple[int, int, int]:
+        """Model calls, cached answers, and items, over every guarded item (optimizing included)."""
+        if self._auditor is None:
+            return 0, 0, 0
+        calls, cached = self._auditor.totals()
+        return calls, cached, len(self._auditor.items)
+
+    def clear_cache(self) -> None:
+        """Empty the project's answer cache."""
+        from pytest_dspy_local.models.cache import ResponseCache
+
+        cache = ResponseCache(self.cache_dir)
+        cache.clear()
+        cache.close()
+
+    def close(self) -> None:
+        """Free the models."""
+        self.models.close()
+
+
+STATE_KEY = pytest.StashKey[RunState]()

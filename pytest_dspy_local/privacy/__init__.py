@@ -1,0 +1,1 @@
+"""Privacy: the in-process egress guard and the audit receipt. Never imports pytest."""

@@ -1,0 +1,64 @@
+"""The Markdown summary for pull requests (appended to ``$GITHUB_STEP_SUMMARY``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pytest_dspy_local.core.results import CONFIDENCE, PromptResult, RunReport
+from pytest_dspy_local.report.terminal import FLIPS_SHOWN
+
+
+def _number(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def _row(result: PromptResult) -> str:
+    c = result.comparison
+    delta = _number(None if c is None else c.delta, signed=True)
+    if c is not None and c.ci:
+        delta += f" [{c.ci[0]:+.3f}, {c.ci[1]:+.3f}]"
+    p_value = f"{c.p_value:.4f}" if c is not None else "-"
+    mark = {"passed": "✅ passed", "failed": "❌ failed"}.get(result.outcome, "⚠️ error")
+    score = None if result.outcome == "error" else (round(result.score, 6) if result.n else 0.0)
+    return (f"| `{result.name}` | {mark} | {_number(score)} | {_number(result.threshold)} | "
+            f"{_number(None if c is None else c.baseline_score)} | {delta} | {p_value} | {result.n} |")
+
+
+def _details(result: PromptResult) -> list[str]:
+    lines = [f"**`{result.name}`** ({result.nodeid})", ""]
+    lines += [f"- {reason}" for reason in result.reasons]
+    flipped = result.comparison.to_wrong if result.comparison is not None else ()
+    if flipped:
+        shown = ", ".join(f"`{s}`" for s in flipped[:FLIPS_SHOWN])
+        more = f" and {len(flipped) - FLIPS_SHOWN} more" if len(flipped) > FLIPS_SHOWN else ""
+        lines.append(f"- flipped from right to wrong: {shown}{more}")
+    return [*lines, ""]
+
+
+def _headline(report: RunReport) -> str:
+    model = report.model
+    name, backend, digest = ("?", "?", "") if model is None else (model.model, model.backend, model.short_digest)
+    return (f"{report.passed} of {len(report.prompts)} prompts passed on `{name}` ({backend}, `{digest}`); "
+            f"{report.calls} model calls, {report.cached} cached.")
+
+
+def markdown(report: RunReport) -> str:
+    """A pull-request comment: one table row per prompt, then why each failure failed."""
+    lines = ["## Prompt evaluation (pytest-dspy-local)", "", _headline(report), "",
+             f"| prompt | result | score | threshold | baseline | Δ ({CONFIDENCE:.0%} CI) | p | n |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [_row(result) for result in report.prompts]
+    failures = [result for result in report.prompts if not result.passed]
+    if failures:
+        lines += ["", "### Failures", ""]
+        for result in failures:
+            lines += _details(result)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def append_step_summary(path: Path, report: RunReport) -> None:
+    """Append the Markdown summary to GitHub Actions' step summary file."""
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(markdown(report) + "\n")

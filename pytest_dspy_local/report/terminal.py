@@ -1,0 +1,148 @@
+"""What pytest prints for prompt items: failure reports, verbose status words, the session summary."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pytest_dspy_local.core.results import CONFIDENCE, Comparison, ExampleResult, ModelIdentity, PromptResult
+
+WORST_SHOWN = 5
+DETAIL_SHOWN = 20
+FLIPS_SHOWN = 10  # also the Markdown summary's limit
+VALUE_WIDTH = 160
+
+
+def _value(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= VALUE_WIDTH else text[: VALUE_WIDTH - 3] + "..."
+
+
+def _fields(values: Mapping[str, Any] | None) -> str:
+    if not values:
+        return "-"
+    return ", ".join(f"{k}={_value(v)}" for k, v in values.items())
+
+
+def _score_text(score: float, threshold: float | None, n: int, parse_failures: int) -> str:
+    relation = "" if threshold is None else f" {'>=' if score >= threshold else '<'} {threshold:.3f}"
+    return f"{score:.3f}{relation} on {n} examples ({parse_failures} parse failures)"
+
+
+def score_line(result: PromptResult) -> str:
+    """``0.850 >= 0.700 on 20 examples (0 parse failures)``."""
+    return _score_text(result.score, result.threshold, result.n, result.parse_failures)
+
+
+def _example_lines(example: ExampleResult) -> list[str]:
+    got = f"unparseable output: {example.error}" if example.error else _fields(example.got)
+    return [
+        f"  {example.source}  score {example.score:.2f}",
+        f"    inputs:   {_fields(example.inputs)}",
+        f"    expected: {_fields(example.expected)}",
+        f"    got:      {got}",
+    ]
+
+
+def failure_lines(result: PromptResult) -> list[str]:
+    """The report shown for a failing prompt item."""
+    lines = [f"prompt {result.name!r} failed: {'; '.join(result.reasons)}"]
+    lines.append(f"score {score_line(result)}")
+    if result.model is not None:
+        lines.append(f"model: {result.model.model} {result.model.short_digest} ({result.model.backend})")
+    lines += comparison_lines(result.comparison)
+    worst = result.worst(WORST_SHOWN)
+    if worst:
+        lines.append(f"worst {len(worst)} of {result.n} examples:")
+        for example in worst:
+            lines += _example_lines(example)
+    return lines
+
+
+def detail_lines(result: PromptResult) -> list[str]:
+    """The item's report section: score, comparison, notes, and the examples that missed."""
+    lines = [f"score {score_line(result)}; {result.calls} model calls, {result.cached} cached"]
+    lines += comparison_lines(result.comparison) + list(result.notes)
+    missed = [e for e in result.examples if e.score < 1.0 or e.flip]
+    lines.append(f"examples below a full score: {len(missed)} of {result.n}"
+                 + (f" (first {DETAIL_SHOWN}; every example is in --dspy-json and --dspy-report)"
+                    if len(missed) > DETAIL_SHOWN else ""))
+    for example in missed[:DETAIL_SHOWN]:
+        got = f"unparseable: {example.error}" if example.error else _fields(example.got)
+        lines.append(f"  {example.score:.2f}  {example.source}  {_fields(example.inputs)} -> {got}")
+    return lines
+
+
+def _sources(label: str, sources: Sequence[str]) -> list[str]:
+    if not sources:
+        return []
+    more = f" (+{len(sources) - FLIPS_SHOWN} more)" if len(sources) > FLIPS_SHOWN else ""
+    return [f"{label} ({len(sources)}): {', '.join(sources[:FLIPS_SHOWN])}{more}"]
+
+
+def comparison_lines(comparison: Comparison | None) -> list[str]:
+    """The regression test against the baseline, in words."""
+    if comparison is None:
+        return []
+    c = comparison
+    lines = [f"baseline {c.baseline_score:.3f} -> {c.score:.3f} on {c.n_paired} paired examples: "
+             f"delta {c.delta:+.3f} ({CONFIDENCE:.0%} CI [{c.ci[0]:+.3f}, {c.ci[1]:+.3f}]), p={c.p_value:.4f}, "
+             f"{c.test}"]
+    lines += _sources("flipped right -> wrong", c.to_wrong)
+    lines += _sources("flipped wrong -> right", c.to_right)
+    lines += _sources("added since the baseline (not paired)", c.added)
+    lines += _sources("removed since the baseline", c.removed)
+    return lines
+
+
+def status_word(passed: bool, props: dict[str, Any]) -> str:
+    """The ``-v`` status for a prompt item, e.g. ``PASSED (score 0.850 >= 0.700, n=20)``."""
+    word = "PASSED" if passed else "FAILED"
+    score, threshold, baseline = props.get("dspy_score"), props.get("dspy_threshold"), props.get("dspy_baseline")
+    if score is None:
+        return word
+    if threshold is not None and score < threshold:
+        return f"{word} (score {score:.3f} < {threshold:.3f}, n={props.get('dspy_n')})"
+    if not passed and baseline is not None:
+        p_value = props.get("dspy_p_value")
+        return f"{word} (regression {baseline:.3f} -> {score:.3f}, p={p_value:.3g}, n={props.get('dspy_n')})"
+    shown = "" if threshold is None else f" >= {threshold:.3f}"
+    return f"{word} (score {score:.3f}{shown}, n={props.get('dspy_n')})"
+
+
+def _summary_line(result: PromptResult) -> str:
+    if result.outcome == "error":
+        return f"{result.name}: ERROR {result.reasons[0] if result.reasons else ''}"
+    scored = _score_text(round(result.score, 6) if result.n else 0.0, result.threshold, result.n,
+                         result.parse_failures)
+    c = result.comparison
+    versus = "" if c is None else f", baseline {c.baseline_score:.3f} (p={c.p_value:.3g})"
+    verdict = "ok" if result.passed else "FAILED"
+    return f"{result.name}: {scored}{versus} {verdict} [{round(result.seconds, 3):.1f}s]"
+
+
+def summary_lines(results: Sequence[PromptResult], calls: int, cached: int, items: int) -> list[str]:
+    """Plain lines for the terminal summary: one per prompt (and its notes), then the model-call total."""
+    lines = []
+    for result in sorted(results, key=lambda r: r.nodeid):
+        lines.append(_summary_line(result))
+        lines += [f"  {note}" for note in result.notes]
+    lines.append(f"model calls: {calls + cached} ({calls} to the model, {cached} cached) in {items} item(s)")
+    return lines
+
+
+def model_line(model: ModelIdentity | str) -> str:
+    """``dspy-local model: NAME sha256:... (embedded, in-process)``, or why it is unavailable."""
+    if isinstance(model, str):
+        return f"dspy-local model: unavailable: {model}"
+    return f"dspy-local model: {model.model} {model.short_digest} ({model.backend}, {model.endpoint})"
+
+
+def snapshot_lines(written: Sequence[Path], unused: Sequence[Path]) -> list[str]:
+    """Snapshot files written this run, and unused ones (their prompt module is gone)."""
+    lines = [f"snapshot written: {p}" for p in written]
+    if unused:
+        lines.append(f"{len(unused)} snapshot file(s) unused (their prompt module is gone); delete them:")
+        lines += [f"  {p}" for p in unused]
+    return lines
