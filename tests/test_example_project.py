@@ -11,6 +11,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import golden
 import pytest
 from browser import open_page
 from test_html_report import check_history_plots
@@ -26,18 +27,27 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
-def run(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """`pytest <project> ...` in a fresh interpreter, as a user runs it (cache in the project)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DSPY_LOCAL_")}
+def run(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`pytest <project> ...` in a fresh interpreter, as a user runs it (cache in the project), plus `env`."""
+    # A CI job's own step summary must not receive the example project's.
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("DSPY_LOCAL_") and k != "GITHUB_STEP_SUMMARY"}
     return subprocess.run([sys.executable, "-m", "pytest", str(project), "-p", "no:cacheprovider", *args],
-                          cwd=project.parent, capture_output=True, text=True, timeout=900, env=env, check=False)
+                          cwd=project.parent, capture_output=True, text=True, timeout=900,
+                          env=inherited | (env or {}), check=False)
 
 
 @pytest.fixture(scope="module")
 def first_run(project: Path) -> subprocess.CompletedProcess[str]:
-    """The first run, writing JUnit XML, JSON, HTML and the audit receipt."""
+    """The first run, writing JUnit XML, JSON, HTML, the audit receipt and the GitHub step summary."""
     return run(project, "-v", f"--junitxml={project / 'j.xml'}", f"--dspy-json={project / 'r.json'}",
-               f"--dspy-report={project / 'r.html'}", f"--dspy-audit={project / 'a.json'}")
+               f"--dspy-report={project / 'r.html'}", f"--dspy-audit={project / 'a.json'}",
+               env={"GITHUB_STEP_SUMMARY": str(project / golden.STEP_SUMMARY)})
+
+
+@pytest.fixture(scope="module")
+def outputs(project: Path, first_run: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    """The first run's terminal, JSON, Markdown and HTML output, normalized by tests/golden.py."""
+    return golden.normalized(first_run.stdout, project)
 
 
 def test_main_job_passes_naming_the_model(first_run: subprocess.CompletedProcess[str]) -> None:
@@ -61,6 +71,15 @@ def test_reports_are_written(project: Path, first_run: subprocess.CompletedProce
     assert parsed >= 0.99
     html = (project / "r.html").read_text()
     assert not re.search(r"""(?:src|href)\s*=\s*["'](?!#)""", html) and "url(" not in html
+
+
+@pytest.mark.parametrize("name", sorted(golden.NORMALIZERS))
+def test_outputs_equal_the_goldens(name: str, outputs: dict[str, str]) -> None:
+    if os.environ.get(golden.UPDATE_ENV):
+        golden.write({name: outputs[name]})
+    expected = (golden.GOLDEN_DIR / name).read_bytes().decode()
+    if outputs[name] != expected:
+        pytest.fail(golden.failure(name, expected, outputs[name]), pytrace=False)
 
 
 def test_audit_lists_only_the_in_process_model(project: Path, first_run: subprocess.CompletedProcess[str]) -> None:
