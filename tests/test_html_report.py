@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from browser import open_page
 
-from pytest_dspy_local.html_report import render_html
+from pytest_dspy_local.core.results import GateSettings, PromptResult, RunReport, short_digest
+from pytest_dspy_local.report.html import render_html
 
 if TYPE_CHECKING:
     from playwright.sync_api import Locator
@@ -68,9 +69,18 @@ class Page(HTMLParser):
 
 @pytest.fixture
 def sample() -> dict[str, Any]:
-    """A fresh copy of the sample report document."""
+    """A fresh copy of the sample report document, each prompt and stored baseline given the run's model."""
     document: dict[str, Any] = json.loads(SAMPLE.read_text(encoding="utf-8"))
+    for prompt in document["prompts"]:  # the sample records the model once, for the run
+        prompt.setdefault("model", dict(document["model"]))
+        for point in prompt["history"]:
+            point.setdefault("model", short_digest(document["model"]["digest"]))
     return document
+
+
+def _html(document: dict[str, Any]) -> str:
+    """The page for a report document, read back as the typed report the renderer takes."""
+    return render_html(RunReport.from_json(document))
 
 
 def _prompt(document: dict[str, Any], name: str) -> dict[str, Any]:
@@ -89,8 +99,9 @@ def test_untrusted_text_is_escaped(sample: dict[str, Any]) -> None:
     triage["baseline"]["test"] = evil
     triage["baseline"]["flipped_to_wrong"].append(evil)
     triage["prompt"] = {"current": evil, "baseline": evil + "\nold line"}
-    sample["model"]["model"] = evil
-    markup = render_html(sample)
+    for prompt in sample["prompts"]:
+        prompt["model"]["model"] = evil
+    markup = _html(sample)
     page = Page(markup)
     assert "<script" not in markup.lower()
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in markup
@@ -100,7 +111,7 @@ def test_untrusted_text_is_escaped(sample: dict[str, Any]) -> None:
 
 
 def test_page_fetches_nothing(sample: dict[str, Any]) -> None:
-    markup = render_html(sample)
+    markup = _html(sample)
     assert "http://" not in markup and "https://" not in markup
     assert "@import" not in markup and "url(" not in markup
     targets = URL_ATTRIBUTE.findall(markup)
@@ -110,14 +121,14 @@ def test_page_fetches_nothing(sample: dict[str, Any]) -> None:
 def test_links_in_the_data_stay_text(sample: dict[str, Any]) -> None:
     links = '<a href="https://evil.example/x">x</a> <img src="//evil.example/p.png"> url(https://evil.example/f)'
     _prompt(sample, "sentiment")["examples"][0]["inputs"]["review"] = links
-    page = Page(render_html(sample))
+    page = Page(_html(sample))
     targets = [v for _, a in page.tags for k, v in a.items() if k in ("src", "href", "srcset", "style")]
     assert all(t.startswith("#") or ("url(" not in t and "//" not in t) for t in targets), targets
     assert links in "".join(page.text)
 
 
 def test_summary_links_reach_sections(sample: dict[str, Any]) -> None:
-    page = Page(render_html(sample))
+    page = Page(_html(sample))
     ids = {a["id"] for _, a in page.tags if "id" in a}
     hrefs = [a["href"] for tag, a in page.tags if tag == "a"]
     assert len(page.with_class("summary")) == 1
@@ -125,47 +136,48 @@ def test_summary_links_reach_sections(sample: dict[str, Any]) -> None:
 
 
 def test_flipped_rows_highlighted(sample: dict[str, Any]) -> None:
-    page = Page(render_html(sample))
+    page = Page(_html(sample))
     assert len(page.with_class("flip-wrong")) == 5
     assert not page.with_class("flip-right")
     _prompt(sample, "triage")["examples"][8].update(flip="to_right", score=1.0, baseline_score=0.0)
-    assert len(Page(render_html(sample)).with_class("flip-right")) == 1
+    assert len(Page(_html(sample)).with_class("flip-right")) == 1
 
 
 def test_parse_failures_marked(sample: dict[str, Any]) -> None:
-    page = Page(render_html(sample))
+    page = Page(_html(sample))
     assert len(page.with_class("parse-failure")) == 2  # one per prompt in the sample
     assert "unparseable output: expected a JSON object" in "".join(page.text)
 
 
 def test_history_plot_points(sample: dict[str, Any]) -> None:
-    sentiment, triage = Page(render_html(sample)).plots
+    sentiment, triage = Page(_html(sample)).plots
     assert sentiment == {"circles": 1, "polylines": []}  # empty history: just this run's point
     assert triage == {"circles": 4, "polylines": [4]}  # three stored baselines, then this run
-    markup = render_html(sample)
+    markup = _html(sample)
     assert markup.count('class="threshold"') == 2 and "0.775" in markup
 
 
 def test_minimal_document_still_draws() -> None:
-    page = Page(render_html({"prompts": [{"name": "bare", "outcome": "failed"}]}))
+    bare = PromptResult("prompt_bare.py::bare", "bare", "failed")
+    page = Page(render_html(RunReport((bare,), GateSettings(alpha=0.05, min_delta=0.0, repeats=1))))
     assert page.plots == [{"circles": 1, "polylines": []}]
     assert "1 of 1 prompts failed" in "".join(page.text)
     assert "no baseline: gated on the threshold only" in "".join(page.text)
 
 
 def test_no_baseline_said_plainly(sample: dict[str, Any]) -> None:
-    text = "".join(Page(render_html(sample)).text)
+    text = "".join(Page(_html(sample)).text)
     assert text.count("no baseline: gated on the threshold only") == 1
     assert "no baseline prompt" in text and "McNemar exact (one-sided)" in text
 
 
 def test_prompt_diff(sample: dict[str, Any]) -> None:
-    page = Page(render_html(sample))
+    page = Page(_html(sample))
     assert len(page.with_class("diff")) == 1
     assert page.with_class("add") and page.with_class("del")
     triage = _prompt(sample, "triage")
     triage["prompt"]["baseline"] = triage["prompt"]["current"]
-    assert "unchanged since the baseline" in render_html(sample)
+    assert "unchanged since the baseline" in _html(sample)
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -177,7 +189,7 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 def test_page_in_headless_chromium(sample: dict[str, Any], tmp_path: Path) -> None:
     report = tmp_path / "report.html"
-    report.write_text(render_html(sample), encoding="utf-8")
+    report.write_text(_html(sample), encoding="utf-8")
     started = time.monotonic()
     with open_page(report, tmp_path / "profile") as (page, requests):
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
