@@ -230,13 +230,22 @@ def test_inputs_override(pytester: pytest.Pytester, write_prompt: PromptWriter) 
     result.stdout.fnmatch_lines(["*lacks input field 'text' (inputs: text)*"])
 
 
+def test_unresolvable_backend_stops_the_run_before_any_item(
+    pytester: pytest.Pytester, write_prompt: PromptWriter
+) -> None:
+    write_prompt()
+    result = pytester.runpytest(f"{MODEL}=llama3")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--dspy-backend=auto cannot tell which backend serves model 'llama3'*"])
+    assert "Traceback" not in result.stderr.str()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         ([f"{BACKEND}=nonsense"], "*--dspy-backend: unknown backend 'nonsense'; choose auto, embedded, *"),
         ([f"{MODEL}=gguf:/nowhere/model.gguf"], "*--dspy-model: GGUF file /nowhere/model.gguf does not exist*"),
         ([f"{MODEL}=gguf:prompt_sentiment.jsonl"], "*prompt_sentiment.jsonl is not a GGUF model file*"),
-        ([f"{MODEL}=llama3"], "*--dspy-backend=auto cannot tell which backend serves model 'llama3'*"),
         ([f"{BACKEND}=openai", "--dspy-base-url=http://127.0.0.1:9/v1", f"{MODEL}=m"],
          "*--dspy-base-url: cannot reach http://127.0.0.1:9/v1*"),
     ],

@@ -1,16 +1,19 @@
 """Running a program over its examples and scoring it with its metric.
 
 DSPy's ``Evaluate`` swallows per-example errors and does not tell a parse
-failure from a wrong answer; this loop does both, in one thread (llama.cpp
-models are not thread-safe).
+failure from a wrong answer; this loop does both. With ``concurrency`` > 1 it
+keeps that many examples in flight on worker threads (for servers that batch);
+results come back in data order, identical to a serial run.
 """
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -99,6 +102,54 @@ def _example(
     return ExampleResult(row.source, given, expected, _outputs(prediction), score, id=example_id(given))
 
 
+Task = Callable[[Row], ExampleResult]
+OnExample = Callable[[ExampleResult], None]
+
+
+def _serial(task: Task, rows: Sequence[Row], on_example: OnExample) -> tuple[ExampleResult, ...]:
+    results = []
+    for row in rows:
+        results.append(task(row))
+        on_example(results[-1])
+    return tuple(results)
+
+
+def _first_error(futures: Sequence[Future[ExampleResult]]) -> BaseException | None:
+    # The lowest-numbered example that failed: the one a serial run would have stopped on.
+    for future in futures:
+        if future.done() and not future.cancelled() and future.exception() is not None:
+            return future.exception()
+    return None
+
+
+def _reporter(on_example: OnExample) -> Callable[[Future[ExampleResult]], None]:
+    def report(future: Future[ExampleResult]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            on_example(future.result())
+
+    return report
+
+
+def _concurrent(task: Task, rows: Sequence[Row], on_example: OnExample, workers: int) -> tuple[ExampleResult, ...]:
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dspy-local-eval")
+    try:
+        # Each task runs in a copy of this context, so DSPy's dspy.context(lm=...) reaches the threads.
+        futures = [pool.submit(contextvars.copy_context().run, task, row) for row in rows]
+        for future in futures:
+            future.add_done_callback(_reporter(on_example))
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        if any(f.exception() is not None for f in done):
+            for future in futures:
+                future.cancel()  # queued examples never start; running ones finish (bounded by `timeout`)
+            wait(futures)
+            error = _first_error(futures)
+            if error is not None:
+                raise error
+        return tuple(f.result() for f in futures)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def evaluate_rows(
     program: dspy.Module,
     rows: Sequence[Row],
@@ -106,10 +157,24 @@ def evaluate_rows(
     inputs: Sequence[str],
     *,
     origin: str = "evaluate",
+    concurrency: int = 1,
+    on_example: OnExample | None = None,
 ) -> Evaluation:
-    """Run ``program`` on every row and score it; parse failures score 0 and are counted."""
+    """Run ``program`` on every row and score it; parse failures score 0 and are counted.
+
+    Up to ``concurrency`` examples are in flight at once; ``on_example`` hears of each as it
+    finishes (from a worker thread when concurrent). The first error stops the evaluation.
+    """
     started = time.perf_counter()
-    results = tuple(_example(program, row, metric, inputs, origin) for row in rows)
+
+    def task(row: Row) -> ExampleResult:
+        return _example(program, row, metric, inputs, origin)
+
+    notify = on_example or (lambda _: None)
+    if concurrency <= 1 or len(rows) <= 1:
+        results = _serial(task, rows, notify)
+    else:
+        results = _concurrent(task, rows, notify, min(concurrency, len(rows)))
     return Evaluation(results, seconds=time.perf_counter() - started)
 
 

@@ -102,6 +102,7 @@ class OptimizerRun:
     task_lm: dspy.LM
     prompt_lm: dspy.LM
     seed: int
+    num_threads: int = 1  # task-model calls in flight while candidates are scored
 
 
 def run_optimizer(
@@ -117,7 +118,7 @@ def run_optimizer(
             # MIPROv2 refuses num_candidates / num_trials alongside `auto`.
             init = {"auto": None if "num_candidates" in init or "num_trials" in comp else "light", **init}
             optimizer = dspy.MIPROv2(metric, prompt_model=run.prompt_lm, task_model=run.task_lm,
-                                     num_threads=1, seed=run.seed, **init)
+                                     num_threads=run.num_threads, seed=run.seed, **init)
             # The seed goes to the constructor: compile(seed=0) is silently replaced (`seed or self.seed`).
             return optimizer.compile(student, trainset=trainset, **comp)
         if run.name == "bootstrap":
@@ -125,7 +126,8 @@ def run_optimizer(
         # GEPA takes exactly one budget: auto, max_full_evals or max_metric_calls.
         budgets = {"auto", "max_full_evals", "max_metric_calls"}
         init = init if budgets & set(init) else {"auto": "light", **init}
-        gepa = dspy.GEPA(_gepa_metric(metric), reflection_lm=run.prompt_lm, num_threads=1, seed=run.seed, **init)
+        gepa = dspy.GEPA(_gepa_metric(metric), reflection_lm=run.prompt_lm, num_threads=run.num_threads,
+                         seed=run.seed, **init)
         return gepa.compile(student, trainset=trainset, **comp)
 
 
@@ -211,6 +213,7 @@ class OptimizerModels:
     prompt_lm: dspy.LM
     evaluate: Evaluator
     calls_text: Callable[[], str]
+    concurrency: int = 1
 
 
 def optimize_prompt(job: OptimizeJob, models: OptimizerModels, write: Callable[[str], None]) -> OptimizationOutcome:
@@ -228,7 +231,7 @@ def optimize_prompt(job: OptimizeJob, models: OptimizerModels, write: Callable[[
     knobs = dict(settings.optimizers.get(settings.optimizer, {}))
     route_knobs(settings.optimizer, knobs)  # bad knobs fail before any model call
     before = models.evaluate(spec.program, heldout).score
-    run = OptimizerRun(settings.optimizer, knobs, models.task_lm, models.prompt_lm, settings.seed)
+    run = OptimizerRun(settings.optimizer, knobs, models.task_lm, models.prompt_lm, settings.seed, models.concurrency)
     write(f"{settings.optimizer} on {len(train)} train examples; held-out score before: {before:.3f}")
     with progress(write, models.calls_text):
         candidate = run_optimizer(run, spec.program, spec.metric, _examples(train, spec.inputs))

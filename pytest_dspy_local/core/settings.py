@@ -42,6 +42,7 @@ class Settings:
     prompt_files: tuple[str, ...] = ("prompt_*.py",)
     timeout: float = 120.0
     max_tokens: int = 256
+    concurrency: int | None = None  # most requests in flight per model; None: the backend's default
     temperature: float = 0.0
     seed: int = 0
     n_ctx: int = 8192
@@ -230,6 +231,7 @@ PARSERS: dict[str, Parser] = {
     "prompt_files": _as_patterns,
     "timeout": _positive_float,
     "max_tokens": _positive_int,
+    "concurrency": _positive_int,
     "temperature": _temperature,
     "seed": _as_int,
     "n_ctx": _positive_int,
@@ -246,7 +248,7 @@ PARSERS: dict[str, Parser] = {
     "repeats": _positive_int,
 }
 PER_PROMPT_KEYS = frozenset(
-    {"threshold", "max_examples", "max_tokens", "temperature", "seed", "alpha", "min_delta", "repeats"}
+    {"threshold", "max_examples", "max_tokens", "temperature", "seed", "alpha", "min_delta", "repeats", "concurrency"}
 )
 
 

@@ -119,6 +119,14 @@ class Models:
             self._lm = make_lm(self.engine(), self.info())
         return self._lm
 
+    def concurrency(self, settings: Settings) -> int:
+        """Requests in flight for the task model: the setting, or the backend's default; 1 if not thread-safe."""
+        from pytest_dspy_local.models.backends.base import SERVER_CONCURRENCY, is_thread_safe
+
+        if not is_thread_safe(self.engine().backend):
+            return 1
+        return settings.concurrency if settings.concurrency is not None else SERVER_CONCURRENCY
+
     def lm_with(self, settings: Settings) -> dspy.LM:
         """The task model with a prompt's own max_tokens, temperature and seed."""
         return self.lm().copy(max_tokens=settings.max_tokens, temperature=settings.temperature, seed=settings.seed)

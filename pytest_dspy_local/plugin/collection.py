@@ -30,6 +30,7 @@ from pytest_dspy_local.core.snapshot import SnapshotPaths, load_into, prompt_tex
 from pytest_dspy_local.core.spec import check_declared, declared_names, load_spec, prompt_name
 from pytest_dspy_local.errors import PromptError, PromptFailure
 from pytest_dspy_local.plugin.outcomes import failure_text
+from pytest_dspy_local.plugin.progress import progress_for, terminal_writer
 from pytest_dspy_local.plugin.state import STATE_KEY
 from pytest_dspy_local.report.terminal import detail_lines
 
@@ -43,8 +44,10 @@ if TYPE_CHECKING:
 Baseline = Mapping[str, Any] | None
 
 
+# The stand-in test function: it gives the item a fixture request and is never called. No
+# docstring: `--collect-only -v` would print it under every prompt item.
 def _prompt_runner(request: pytest.FixtureRequest) -> None:
-    """Stand-in test function: gives the item a fixture request; never called."""
+    return None
 
 
 class PromptModule(pytest.Module):
@@ -107,7 +110,8 @@ class PromptItem(pytest.Function):
         paths = SnapshotPaths.for_module(self.path)
         baseline = read_baseline(paths)
         outcome = self._optimize_or_load(state, spec, dataset, paths, baseline)
-        evaluation = state.evaluate(spec, dataset.rows)
+        total = len(state.prompt_rows(spec, dataset.rows)) * state.settings_for(spec.name).repeats
+        evaluation = state.evaluate(spec, dataset.rows, progress_for(self.config, self.name, total))
         model = state.models.identity()
         entry.model, entry.data = model.to_json(), {"origin": dataset.origin, "sha256": dataset.sha256}
         notes = check_model(state, paths, baseline, model.digest)
@@ -139,7 +143,8 @@ class PromptItem(pytest.Function):
         settings = state.settings_for(spec.name)
         job = OptimizeJob(spec, dataset, paths, baseline, settings, force=state.flags.optimize == "force")
         models = OptimizerModels(state.models.lm_with(settings), state.models.prompt_lm(),
-                                 lambda program, rows: state.run_eval(spec, program, rows), state.models.calls_text)
+                                 lambda program, rows: state.run_eval(spec, program, rows), state.models.calls_text,
+                                 state.models.concurrency(settings))
         return optimize_prompt(job, models, self._progress)
 
     def _publish(self, result: PromptResult) -> None:
@@ -162,13 +167,9 @@ class PromptItem(pytest.Function):
         self.dspy_result = result.to_json()
 
     def _progress(self, line: str) -> None:
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        capture = self.config.pluginmanager.get_plugin("capturemanager")
-        if reporter is None or capture is None or hasattr(self.config, "workerinput"):
-            return
-        # Progress must reach the terminal while the item's output is being captured.
-        with capture.global_and_fixture_disabled():
-            reporter.write_line(f"dspy-local optimize {self.name}: {line}")
+        write = terminal_writer(self.config)
+        if write is not None:
+            write(f"dspy-local optimize {self.name}: {line}")
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> str | TerminalRepr:  # type: ignore[override]
         """A readable report for a low score or a bad prompt module; pytest's otherwise."""

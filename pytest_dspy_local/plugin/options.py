@@ -19,6 +19,7 @@ BACKEND = "--dspy-backend"
 BASE_URL = "--dspy-base-url"
 THRESHOLD = "--dspy-threshold"
 MAX_EXAMPLES = "--dspy-max-examples"
+CONCURRENCY = "--dspy-concurrency"
 OPTIMIZER = "--dspy-optimizer"
 PROMPT_MODEL = "--dspy-prompt-model"
 PROMPT_BACKEND = "--dspy-prompt-backend"
@@ -45,6 +46,7 @@ SETTING_OPTIONS = {
     BASE_URL: "base_url",
     THRESHOLD: "threshold",
     MAX_EXAMPLES: "max_examples",
+    CONCURRENCY: "concurrency",
     OPTIMIZER: "optimizer",
     PROMPT_MODEL: "prompt_model",
     PROMPT_BACKEND: "prompt_backend",
@@ -61,6 +63,7 @@ _HELP = {
     BASE_URL: "base URL of an OpenAI-compatible server (ending in /v1) or of Ollama",
     THRESHOLD: "pass mark for prompt modules that set no `threshold` (0..1, default 0.5)",
     MAX_EXAMPLES: "evaluate at most N examples per prompt",
+    CONCURRENCY: "most requests in flight per model (default: 8 for servers, 1 for the embedded model)",
     OPTIMIZER: "optimizer for --optimize: mipro (default, MIPROv2), bootstrap (BootstrapFewShot) or gepa",
     PROMPT_MODEL: "model that proposes instructions while optimizing (default: the task model)",
     PROMPT_BACKEND: "backend of --dspy-prompt-model (default auto)",

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import dspy
 
     from pytest_dspy_local.core.data import Dataset, Row
+    from pytest_dspy_local.core.evaluation import OnExample
     from pytest_dspy_local.core.snapshot import SnapshotPaths
     from pytest_dspy_local.core.spec import PromptSpec
     from pytest_dspy_local.privacy.audit import Auditor
@@ -58,27 +59,36 @@ class RunState:
         """The settings with the prompt's own table applied."""
         return self.run.for_prompt(name)
 
-    def run_eval(self, spec: PromptSpec, program: dspy.Module, rows: Sequence[Row], repeats: int = 1) -> Evaluation:
+    def run_eval(
+        self, spec: PromptSpec, program: dspy.Module, rows: Sequence[Row], repeats: int = 1,
+        on_example: OnExample | None = None,
+    ) -> Evaluation:
         """Evaluate ``program`` on ``rows`` with the task model (pooled over ``repeats`` seeds), counting calls."""
         import dspy
 
         from pytest_dspy_local.core.evaluation import evaluate_rows, pool
 
         settings, runs = self.settings_for(spec.name), []
+        concurrency = self.models.concurrency(settings)
         before = self.models.counters()
         for repeat in range(repeats):
             lm = self.models.lm_with(settings)
             lm = lm.copy(seed=settings.seed + repeat) if repeat else lm
             with dspy.context(lm=lm, adapter=dspy.JSONAdapter()):
-                runs.append(evaluate_rows(program, rows, spec.metric, spec.inputs, origin=str(spec.path)))
+                runs.append(evaluate_rows(program, rows, spec.metric, spec.inputs, origin=str(spec.path),
+                                          concurrency=concurrency, on_example=on_example))
         pooled = pool(runs)
         return Evaluation(pooled.examples, pooled.seconds, pooled.repeats, self.models.counters() - before)
 
-    def evaluate(self, spec: PromptSpec, rows: Sequence[Row]) -> Evaluation:
-        """Evaluate one prompt module on its rows (the first ``max_examples``)."""
+    def prompt_rows(self, spec: PromptSpec, rows: Sequence[Row]) -> Sequence[Row]:
+        """The rows a prompt is evaluated on (the first ``max_examples``)."""
         settings = self.settings_for(spec.name)
-        rows = rows[: settings.max_examples] if settings.max_examples else rows
-        return self.run_eval(spec, spec.program, rows, settings.repeats)
+        return rows[: settings.max_examples] if settings.max_examples else rows
+
+    def evaluate(self, spec: PromptSpec, rows: Sequence[Row], on_example: OnExample | None = None) -> Evaluation:
+        """Evaluate one prompt module on its rows (the first ``max_examples``), every repeat."""
+        return self.run_eval(spec, spec.program, self.prompt_rows(spec, rows), self.settings_for(spec.name).repeats,
+                             on_example)
 
     def queue_snapshot(
         self,
@@ -119,8 +129,7 @@ class RunState:
         if carried is not None:
             self.results.append(PromptResult.from_json(carried))
         elif report.failed:
-            lines = report.longreprtext.strip().splitlines()
-            self.results.append(PromptResult.error(report.nodeid, lines[-1] if lines else "error"))
+            self.results.append(PromptResult.error(report.nodeid, error_reason(report)))
 
     def report(self) -> RunReport:
         """Every prompt item's result, as one report."""
@@ -170,6 +179,15 @@ class RunState:
     def close(self) -> None:
         """Free the models."""
         self.models.close()
+
+
+def error_reason(report: pytest.TestReport) -> str:
+    """One line for an item that could not be evaluated: the plugin's message, or where and what was raised."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None:
+        return f"{crash.path}:{crash.lineno}: {crash.message}"
+    lines = report.longreprtext.strip().splitlines()
+    return lines[-1] if lines else "error"
 
 
 STATE_KEY = pytest.StashKey[RunState]()

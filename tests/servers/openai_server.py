@@ -36,6 +36,10 @@ def command(model: Path, port: int, alias: str) -> list[str]:
         "--host", "127.0.0.1",
         "--port", str(port),
         "--n_ctx", "4096",
+        # One thread: on 2 shared cores the server's default (2 for prompt processing) ran a
+        # request 5-10x slower under load than 1 thread does.
+        "--n_threads", "1",
+        "--n_threads_batch", "1",
         "--model_alias", alias,
     ]  # fmt: skip
 

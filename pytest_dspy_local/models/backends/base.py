@@ -21,6 +21,17 @@ JsonSchema = dict[str, Any]
 API_KEY_ENV = "DSPY_LOCAL_API_KEY"
 TIMEOUT_HINT = "raise `timeout` in [tool.dspy_local] or DSPY_LOCAL_TIMEOUT"
 MAX_ERROR_CHARS = 300
+# Requests in flight per model when a thread-safe backend's user sets no `concurrency`:
+# servers that batch (vLLM, llama-server --parallel, Ollama with OLLAMA_NUM_PARALLEL) gain
+# almost linearly up to their slot count; past it, requests queue at the server, where their
+# wait counts against `timeout`. 8 fills a typical Ollama or single-GPU vLLM box and keeps
+# that queueing short on one that serves one request at a time (see bench/README.md).
+SERVER_CONCURRENCY = 8
+
+
+def is_thread_safe(backend: object) -> bool:
+    """Does the backend declare that several threads may call ``chat`` at once?"""
+    return bool(getattr(backend, "thread_safe", False))
 
 
 @dataclass(frozen=True)
@@ -81,7 +92,11 @@ def connect_reason(exc: BaseException) -> str:
 
 @runtime_checkable
 class Backend(Protocol):
-    """A local model. Implementations must be safe to call from one thread at a time."""
+    """A local model.
+
+    ``chat`` is called from one thread at a time unless the class sets ``thread_safe = True``
+    (an optional attribute): then the plugin keeps up to ``concurrency`` calls in flight.
+    """
 
     def info(self) -> ModelInfo:
         """Describe the model; may contact the server once (digest lookup)."""

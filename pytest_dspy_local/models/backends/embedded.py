@@ -54,6 +54,8 @@ def file_digest(path: Path) -> str:
 class EmbeddedBackend:
     """One llama.cpp model per process, behind a lock (llama.cpp is not thread-safe)."""
 
+    thread_safe = False  # one decode at a time; concurrent requests would only wait on the lock
+
     def __init__(self, model: str, *, n_ctx: int = 8192, seed: int = 0) -> None:
         self.path = model_path(model)
         self._n_ctx = n_ctx

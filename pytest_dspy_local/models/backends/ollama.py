@@ -60,6 +60,8 @@ def with_tag(model: str) -> str:
 class OllamaBackend:
     """A model served by Ollama; the digest is the one Ollama lists for it."""
 
+    thread_safe = True  # the ollama client is an httpx.Client; Ollama batches up to OLLAMA_NUM_PARALLEL
+
     def __init__(self, model: str, *, base_url: str | None, timeout: float) -> None:
         self.model = model
         self.host = resolve_host(base_url, os.environ)

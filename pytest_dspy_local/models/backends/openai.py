@@ -90,6 +90,8 @@ def server_digest(entry: dict[str, Any], base_url: str) -> str:
 class OpenAIBackend:
     """A model served over OpenAI's API by vLLM, llama.cpp's server or LM Studio."""
 
+    thread_safe = True  # one httpx.Client, safe across threads; the server batches concurrent requests
+
     def __init__(self, model: str, *, base_url: str, timeout: float, api_key: str | None = None) -> None:
         self.model = model
         self.base_url = base_url.rstrip("/")
@@ -153,7 +155,7 @@ class OpenAIBackend:
             self._info = ModelInfo("openai", self.model, digest, self.base_url)
         return self._info
 
-    def _payload(self, request: ChatRequest) -> dict[str, Any]:
+    def _payload(self, request: ChatRequest, style: str) -> dict[str, Any]:
         """The chat-completions body; ``max_tokens`` because llama_cpp.server ignores the newer name."""
         payload: dict[str, Any] = {
             "model": self.model,
@@ -164,16 +166,18 @@ class OpenAIBackend:
             "stream": False,
         }
         if request.schema is not None:
-            payload["response_format"] = schema_format(request.schema, self._schema_style)
+            payload["response_format"] = schema_format(request.schema, style)
         return payload
 
     def _post_chat(self, request: ChatRequest) -> Any:
         """POST the chat, switching once to llama-cpp-python's schema shape if refused."""
-        response = self._send("POST", "/chat/completions", self._payload(request))
-        retry = request.schema is not None and self._schema_style == "json_schema"
-        if retry and rejects_json_schema(response):
+        # The style this request was sent with: concurrent requests may all have gone out before
+        # the first refusal switched the backend over, and each must retry on its own refusal.
+        style = self._schema_style
+        response = self._send("POST", "/chat/completions", self._payload(request, style))
+        if request.schema is not None and style == "json_schema" and rejects_json_schema(response):
             self._schema_style = "json_object"
-            response = self._send("POST", "/chat/completions", self._payload(request))
+            response = self._send("POST", "/chat/completions", self._payload(request, "json_object"))
         return self._checked(response)
 
     def chat(self, request: ChatRequest) -> ChatResult:
