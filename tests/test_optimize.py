@@ -190,12 +190,12 @@ def test_missing_optuna_is_reported_before_any_model_call(pytester: pytest.Pytes
     assert not (pytester.path / ".dspy_cache").exists(), "no model was called"
 
 
-def test_bad_optimizer_knob_is_named(pytester: pytest.Pytester) -> None:
+def test_bad_optimizer_knob_stops_the_run_naming_it(pytester: pytest.Pytester) -> None:
     write_code_prompt(pytester)
     pytester.makepyprojecttoml("[tool.dspy_local.optimizers.bootstrap]\nmax_demoz = 2\n")
     result = pytester.runpytest(OPTIMIZE, BOOTSTRAP)
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
         ["*[[]tool.dspy_local.optimizers.bootstrap[]] max_demoz: not a setting of BootstrapFewShot*"]
     )
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 # Settings the plugin owns; a knob in pyproject may not override them.
 RESERVED = {"metric", "prompt_model", "task_model", "reflection_lm", "student", "trainset", "valset", "seed",
             "num_threads", "requires_permission_to_run", "teacher"}
+MIPRO_MIN_TRAIN = 2  # MIPROv2 refuses a smaller trainset when no valset is given
 _NEEDS = {"mipro": ("optuna", "pip install 'pytest-dspy-local[optimize]'  (or: pip install optuna)")}
 
 
@@ -228,6 +229,12 @@ def optimize_prompt(job: OptimizeJob, models: OptimizerModels, write: Callable[[
         existed = False  # a snapshot of another shape is what --optimize replaces
     rows = job.dataset.rows[: settings.max_examples] if settings.max_examples else job.dataset.rows
     train, heldout = split_rows(rows, settings.train_fraction, settings.seed)
+    if settings.optimizer == "mipro" and len(train) < MIPRO_MIN_TRAIN:
+        raise PromptError(
+            f"{spec.path}: MIPROv2 needs at least {MIPRO_MIN_TRAIN} training examples, and {job.dataset.origin} "
+            f"gives {len(train)} of {len(rows)} rows at train_fraction {settings.train_fraction}; "
+            "add rows or use --dspy-optimizer=bootstrap"
+        )
     knobs = dict(settings.optimizers.get(settings.optimizer, {}))
     route_knobs(settings.optimizer, knobs)  # bad knobs fail before any model call
     before = models.evaluate(spec.program, heldout).score
