@@ -39,9 +39,30 @@ def _resep(line: str) -> str:
     return _separator(match[2], match[1]) if match else line
 
 
+PROGRESS = re.compile(r"dspy-local \S+: \d+/\d+ examples, score so far .*")
+
+
+def _without_progress(text: str) -> str:
+    """Drop progress lines (their number depends on timing) and the `-v` prefix they cut off.
+
+    With `-v`, pytest writes an item's node id, then its status; a progress line in between ends
+    that line, and pytest writes an empty line and the node id again with the status.
+    """
+    lines: list[str] = []
+    for line in text.split("\n"):
+        if PROGRESS.fullmatch(line.strip()):
+            lines.append(PROGRESS.pattern)  # a marker: pytest follows a foreign line with an empty one
+        elif not (line == "" and lines and lines[-1] == PROGRESS.pattern):
+            lines.append(line)
+    lines = [line for line in lines if line != PROGRESS.pattern]
+    kept = [line for i, line in enumerate(lines)
+            if not (line.endswith(" ") and i + 1 < len(lines) and lines[i + 1].startswith(line.rstrip() + " "))]
+    return "\n".join(kept)
+
+
 def terminal(text: str, project: str) -> str:
-    """The `-v` terminal output without header, timings, paths, or width-dependent padding."""
-    text = text.replace(project, PROJECT)
+    """The `-v` terminal output without header, timings, progress, paths, or width-dependent padding."""
+    text = _without_progress(text.replace(project, PROJECT))
     text = re.sub(r" \[\d+(?:\.\d+)?s\]$", f" [{SECONDS}]", text, flags=re.M)
     text = re.sub(r" in \d+(?:\.\d+)?s(?: \(\d+:\d\d:\d\d\))?(?= =+$)", f" in {SECONDS}", text, flags=re.M)
     text = re.sub(r" +(\[ *\d+%\])$", r" \1", text, flags=re.M)
