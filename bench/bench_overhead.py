@@ -1,53 +1,94 @@
-"""Plugin overhead on a repo with no prompt modules.
+"""Idle overhead: pytest on 500 ordinary tests (no prompt modules) with the plugin vs `-p no:dspy_local`.
 
-Times `pytest` on 50 ordinary tests with the plugin loaded and with it disabled
-(`-p no:dspy_local`), alternating runs, and prints the ratio of medians. Both
-sides are measured in the same run on the same machine, so the ratio holds even
-when the machine is busy.
+The plugin is installed normally, not editable: a wheel is built from this checkout and
+installed into a temporary venv whose other packages are the dev venv's (linked, not
+copied; the editable install's finder and metadata are left out). Runs alternate between
+with and without the plugin, and the ratio of medians is printed; both sides are measured
+in the same run on the same machine. The same ratio for the editable dev install is
+printed beside it for comparison. Target: <= 1.02 for the normal install.
 
-    .venv/bin/python bench/bench_overhead.py [--runs 10]
+    .venv/bin/python bench/bench_overhead.py [--runs 15] [--tests 500]
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
+import sysconfig
 from pathlib import Path
 
+import benchlib
+from benchlib import Result
 
-def _make_repo(root: Path) -> None:
+# The editable install's pieces in the dev venv; the temporary venv gets the wheel instead.
+EDITABLE = ("pytest_dspy_local", "__editable__", "__pycache__")
+
+
+def make_repo(root: Path, tests: int) -> None:
+    """A repo of ordinary tests, and a prompt_*.py that is not a prompt module (no program, no metric)."""
     (root / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
-    body = "\n".join(f"def test_{i}():\n    assert {i} + 1 == {i + 1}\n" for i in range(50))
+    body = "\n".join(f"def test_{i}():\n    assert {i} + 1 == {i + 1}\n" for i in range(tests))
     (root / "test_plain.py").write_text(body)
     (root / "prompt_templates.py").write_text("TEMPLATE = 'Dear {name}'\n")
 
 
-def _time(root: Path, extra: list[str]) -> float:
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra], cwd=root,
-                   check=True, capture_output=True)
-    return time.perf_counter() - started
+def build_wheel(out: Path) -> Path:
+    """A wheel of this checkout, built by pip (build isolation: the project's own setuptools pin)."""
+    argv = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(benchlib.ROOT)]
+    subprocess.run(argv, check=True, capture_output=True)
+    return next(out.glob("pytest_dspy_local-*.whl"))
+
+
+def installed_venv(root: Path, wheel: Path) -> str:
+    """A venv with the wheel installed and the dev venv's other packages linked in; its python."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
+    python = str(root / "bin" / "python")
+    site = Path(subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+        if not entry.name.startswith(EDITABLE) and not (site / entry.name).exists():
+            (site / entry.name).symlink_to(entry)
+    install = [sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--no-deps", str(wheel)]
+    subprocess.run(install, check=True, capture_output=True)
+    return python
+
+
+def medians(python: str, repo: Path, runs: int) -> tuple[float, float]:
+    """Median wall time with and without the plugin, runs alternating."""
+    with_plugin, without = [], []
+    benchlib.pytest(["-q"], repo, python)  # warm the file cache
+    for _ in range(runs):
+        with_plugin.append(benchlib.pytest(["-q"], repo, python).wall)
+        without.append(benchlib.pytest(["-q", "-p", "no:dspy_local"], repo, python).wall)
+    return statistics.median(with_plugin), statistics.median(without)
+
+
+def check_installed(python: str, repo: Path) -> str:
+    """Where the temporary venv imports the plugin from (must be its own site-packages)."""
+    code = "import pytest_dspy_local.plugin.hooks as h; print(h.__file__)"
+    return subprocess.run([python, "-c", code], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
 
 
 def main() -> None:
-    """Print median wall time with and without the plugin, and their ratio."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=10)
-    runs = parser.parse_args().runs
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        _make_repo(root)
-        _time(root, [])  # warm the file cache
-        with_plugin, without = [], []
-        for _ in range(runs):
-            with_plugin.append(_time(root, []))
-            without.append(_time(root, ["-p", "no:dspy_local"]))
-    a, b = statistics.median(with_plugin), statistics.median(without)
-    print(f"50 plain tests, {runs} runs each: with plugin {a:.3f}s, without {b:.3f}s, ratio {a / b:.3f}")
+    """Print median wall times with and without the plugin and their ratios."""
+    p = benchlib.parser(__doc__)
+    p.add_argument("--runs", type=int, default=15)
+    p.add_argument("--tests", type=int, default=500)
+    args = p.parse_args()
+    result = Result("idle overhead", f"{args.tests} plain tests: plugin installed from a wheel vs -p no:dspy_local",
+                    "<= 1.02")
+    with benchlib.workdir("idle") as tmp:
+        repo = tmp / "repo"
+        repo.mkdir()
+        make_repo(repo, args.tests)
+        python = installed_venv(tmp / "venv", build_wheel(tmp / "wheel"))
+        result.figures["plugin imported from"] = check_installed(python, repo)
+        for label, interpreter in (("installed", python), ("editable", sys.executable)):
+            a, b = medians(interpreter, repo, args.runs)
+            result.figures[label] = {"with_plugin_s": round(a, 4), "without_s": round(b, 4), "runs": args.runs}
+            result.ratios[f"{label}: with/without plugin"] = a / b
+    benchlib.finish(result, args.json_out)
 
 
 if __name__ == "__main__":
