@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from pytest_dspy_local.core.data import Dataset, load_file
-from pytest_dspy_local.core.settings import Settings, UsageError, for_prompt, resolve
+from pytest_dspy_local.core.settings import Settings, for_prompt, resolve
 from pytest_dspy_local.core.spec import declared_names, prompt_name
-from pytest_dspy_local.errors import PromptError
+from pytest_dspy_local.errors import PromptError, UsageError
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -103,8 +103,9 @@ def test_bad_jsonl(tmp_path: Path, text: str, message: str) -> None:
 
 def test_non_utf8_data_is_named(tmp_path: Path) -> None:
     path = tmp_path / "prompt_x.jsonl"
-    path.write_bytes(b'{"q": "\xff"}\n')
-    with pytest.raises(PromptError, match=r"prompt_x\.jsonl: not UTF-8 text"):
+    path.write_bytes(b'{"q": "ok"}\n{"q": "caf\xe9"}\n')
+    message = r"prompt_x\.jsonl:2: not UTF-8 text \(byte 0xe9: invalid continuation byte\); save the file as UTF-8$"
+    with pytest.raises(PromptError, match=message):
         load_file(path)
 
 

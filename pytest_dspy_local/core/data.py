@@ -21,7 +21,7 @@ DATA_SUFFIXES = (".jsonl", ".csv", ".yaml", ".yml")
 
 @dataclass(frozen=True)
 class Row:
-    """One evaluation example and where it came from (``file:line`` or ``fixture[i]``)."""
+    """One evaluation example and where it came from: ``file:line``, or ``fixture:n`` counting from 1 as lines do."""
 
     values: dict[str, Any]
     source: str
@@ -58,7 +58,11 @@ def load_file(path: Path) -> list[Row]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise PromptError(f"{path}: not UTF-8 text ({exc.reason}); save the file as UTF-8") from None
+        line = exc.object.count(b"\n", 0, exc.start) + 1
+        raise PromptError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}: {exc.reason}); "
+            "save the file as UTF-8"
+        ) from None
     loader = {".jsonl": _jsonl, ".csv": _csv}.get(path.suffix, _yaml)
     rows = loader(path, text)
     if not rows:
@@ -122,11 +126,13 @@ def from_fixture(name: str, value: Any) -> list[Row]:
     if not isinstance(value, Iterable) or isinstance(value, (str, bytes, dict)):
         raise PromptError(f"fixture {name!r} must return a list of dicts or dspy.Example, got {type(value).__name__}")
     rows = []
-    for index, item in enumerate(value):
+    for number, item in enumerate(value, start=1):  # numbered from 1, as a data file's lines are
         values = item.toDict() if hasattr(item, "toDict") else item
         if not isinstance(values, dict):
-            raise PromptError(f"fixture {name!r} item {index} is {type(item).__name__}; return dicts or dspy.Example")
-        rows.append(Row(dict(values), f"{name}[{index}]"))
+            raise PromptError(
+                f"{name}:{number}: fixture {name!r} returned a {type(item).__name__} here; return dicts or dspy.Example"
+            )
+        rows.append(Row(dict(values), f"{name}:{number}"))
     if not rows:
         raise PromptError(f"fixture {name!r} returned no examples; return at least one")
     return rows

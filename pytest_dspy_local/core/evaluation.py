@@ -4,6 +4,12 @@ DSPy's ``Evaluate`` swallows per-example errors and does not tell a parse
 failure from a wrong answer; this loop does both. With ``concurrency`` > 1 it
 keeps that many examples in flight on worker threads (for servers that batch);
 results come back in data order, identical to a serial run.
+
+A parse failure says why when the model engine can tell (answer cut off at
+``max_tokens``, empty, not JSON despite the schema): the engine reports each answer
+through ``heard`` (models/ may import core, never the reverse), into a list that
+``_predict`` keeps in a context variable. Each example runs in its own context
+(``copy_context`` per worker task), so concurrent examples never see each other's answers.
 """
 
 from __future__ import annotations
@@ -11,40 +17,109 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import json
+import math
+import numbers
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_dspy_local.core.data import Row
 from pytest_dspy_local.core.results import Evaluation, ExampleResult
-from pytest_dspy_local.errors import DspyLocalError, PromptError
+from pytest_dspy_local.core.spec import prompt_name
+from pytest_dspy_local.errors import BackendError, DspyLocalError, PromptError
 
 if TYPE_CHECKING:
     import dspy
 
 
+EXCERPT_CHARS = 60
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the model engine saw of one answer: enough to explain why it did not parse."""
+
+    text: str
+    finish_reason: str  # "stop", or "length" when cut off at max_tokens
+    max_tokens: int
+    constrained: bool  # the request carried the output fields' JSON schema
+    answered_by: str  # "the embedded model", "the server at http://..."
+
+
+_ANSWERS: contextvars.ContextVar[list[Answer] | None] = contextvars.ContextVar("dspy_local_answers", default=None)
+
+
+def heard(answer: Answer) -> None:
+    """Record a model answer for the example evaluated in this context (outside an evaluation: nothing)."""
+    answers = _ANSWERS.get()
+    if answers is not None:
+        answers.append(answer)
+
+
 def metric_value(value: Any, origin: str, source: str) -> float:
-    """A metric's return value as a float (bool, int, float, or an object with ``.score``)."""
+    """A metric's return value as a score in [0, 1] (bool, number, or an object with ``.score``)."""
     number = getattr(value, "score", value)
     if isinstance(number, bool):
         return 1.0 if number else 0.0
-    if isinstance(number, (int, float)):
-        return float(number)
-    raise PromptError(
-        f"{origin}: metric returned {value!r} ({type(value).__name__}) for example {source}; "
-        "return a number or a bool"
-    )
+    if not isinstance(number, numbers.Real):
+        raise PromptError(
+            f"{origin}: metric returned {value!r} ({type(value).__name__}) for example {source}; "
+            "return a number or a bool"
+        )
+    score = float(number)
+    if not math.isfinite(score) or not 0.0 <= score <= 1.0:
+        # Scores are averaged and compared with a threshold in [0, 1]; nan would poison every mean.
+        raise PromptError(
+            f"{origin}: metric returned {score!r} for example {source}; "
+            "return a score between 0 and 1 (or a bool)"
+        )
+    return score
 
 
-def _predict(program: dspy.Module, inputs: dict[str, Any]) -> tuple[Any, str | None]:
+def _excerpt(text: str) -> str:
+    flat = " ".join(text.split())
+    return repr(flat if len(flat) <= EXCERPT_CHARS else flat[:EXCERPT_CHARS] + "...")
+
+
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
+def _max_tokens_fix(origin: str) -> str:
+    if origin.endswith(".py"):
+        return f"raise `max_tokens` in [tool.dspy_local.prompts.{prompt_name(Path(origin))}] or [tool.dspy_local]"
+    return "raise the LM's `max_tokens`"
+
+
+def why_unparseable(answer: Answer, origin: str) -> str | None:
+    """Why an answer did not parse, when the engine's view of it tells (else None: DSPy's reason stands)."""
+    if answer.finish_reason == "length":
+        return f"answer cut off at max_tokens={answer.max_tokens}: {_excerpt(answer.text)}; {_max_tokens_fix(origin)}"
+    if not answer.text.strip():
+        return f"{answer.answered_by} returned an empty answer; see its log"
+    if answer.constrained and not _is_json_object(answer.text):
+        return (f"{answer.answered_by} ignored the JSON schema: the answer is not JSON ({_excerpt(answer.text)}); "
+                "use a server that honours `response_format` (llama.cpp, vLLM, Ollama, LM Studio)")
+    return None
+
+
+def _predict(program: dspy.Module, inputs: dict[str, Any], origin: str) -> tuple[Any, str | None]:
     from dspy.utils.exceptions import AdapterParseError
 
+    answers: list[Answer] = []
+    token = _ANSWERS.set(answers)
     try:
         return program(**inputs), None
     except AdapterParseError as exc:
-        return None, _one_line(str(exc))
+        # The adapter parses right after each call: the last answer is the one that failed.
+        why = why_unparseable(answers[-1], origin) if answers else None
+        return None, why or _one_line(str(exc))
     except DspyLocalError:
         raise
     except Exception as exc:
@@ -54,6 +129,8 @@ def _predict(program: dspy.Module, inputs: dict[str, Any]) -> tuple[Any, str | N
         if cause is None:
             raise
         raise cause from None
+    finally:
+        _ANSWERS.reset(token)
 
 
 def plugin_cause(exc: BaseException) -> DspyLocalError | None:
@@ -95,7 +172,10 @@ def _example(
     example = dspy.Example(**row.values).with_inputs(*inputs)
     given = {k: row.values[k] for k in inputs}
     expected = {k: v for k, v in row.values.items() if k not in inputs}
-    prediction, error = _predict(program, given)
+    try:
+        prediction, error = _predict(program, given, origin)
+    except BackendError as exc:
+        raise BackendError(f"example {row.source}: {exc}") from None
     if error is not None:
         return ExampleResult(row.source, given, expected, None, 0.0, error, id=example_id(given))
     score = _score(metric, example, prediction, origin, row.source)

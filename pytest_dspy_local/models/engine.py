@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from pytest_dspy_local.core.evaluation import Answer, heard
 from pytest_dspy_local.core.results import Traffic
 from pytest_dspy_local.models.backends.base import Backend, ChatRequest, ChatResult, ModelInfo
 from pytest_dspy_local.models.cache import ResponseCache, request_key
@@ -89,11 +90,19 @@ class BackendEngine:
         """Answer one DSPy request through the backend."""
         from dspy.lm15 import Message, Response, TextPart, Usage
 
-        result = self.chat(self._chat_request(request))
+        chat = self._chat_request(request)
+        result = self.chat(chat)
+        # Evaluation turns a parse failure into "cut off at max_tokens=N" (or empty, or not JSON) from this.
+        heard(Answer(result.text, result.finish_reason, chat.max_tokens, chat.schema is not None, self._answered_by()))
         usage = Usage(input_tokens=result.prompt_tokens, output_tokens=result.completion_tokens)
         finish: Any = _FINISH.get(result.finish_reason, "stop")
         message = Message.assistant([TextPart(result.text)])
         return Response(id=None, model=request.model, message=message, finish_reason=finish, usage=usage)
+
+    def _answered_by(self) -> str:
+        if self.endpoint == "in-process":
+            return "the embedded model"
+        return f"the server at {self.endpoint}" if self.endpoint else "the model"
 
     def chat(self, chat: ChatRequest) -> ChatResult:
         """Answer from the cache, or from the backend (and cache the answer)."""

@@ -7,6 +7,7 @@ a new backend (a conftest.py hook implementation) is a small class.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -27,6 +28,18 @@ MAX_ERROR_CHARS = 300
 # wait counts against `timeout`. 8 fills a typical Ollama or single-GPU vLLM box and keeps
 # that queueing short on one that serves one request at a time (see bench/README.md).
 SERVER_CONCURRENCY = 8
+# What a context-window refusal says, by server: llama-cpp-python's llama_cpp.server and vLLM
+# ("This model's maximum context length is 512 tokens"), llama.cpp's llama-server ("exceeds the
+# available context size (512 tokens)"), and llama.cpp itself ("exceed context window of 512").
+_CONTEXT_REFUSAL = re.compile(
+    r"context[ _](length|window|size)|exceed_context_size|maximum context", re.IGNORECASE
+)
+_CONTEXT_SIZE = re.compile(
+    r"maximum context length is (\d+)|context window of (\d+)|context size \((\d+) tokens\)|\"n_ctx\": ?(\d+)",
+    re.IGNORECASE,
+)
+_PROMPT_TOKENS = re.compile(r"(\d+) in the messages|Requested tokens \((\d+)\)|request \((\d+) tokens\)", re.IGNORECASE)
+SHORTER = "or shorten the example or lower `max_tokens`"
 
 
 def is_thread_safe(backend: object) -> bool:
@@ -41,6 +54,11 @@ class ChatRequest:
     ``messages`` are ``{"role": ..., "content": ...}`` dicts, system first.
     ``schema`` is the JSON schema the answer must match (constrained decoding),
     or None for free text.
+
+    The sampling fields are sent explicitly to every backend whose API takes them, so a
+    server's own defaults cannot make it answer differently from the embedded model
+    (llama_cpp.server's ``repeat_penalty`` is 1.1, Ollama's ``top_p`` 0.9 and ``min_p`` 0).
+    Their values are llama.cpp's in-process defaults, which the embedded model has always used.
     """
 
     messages: tuple[dict[str, str], ...]
@@ -48,6 +66,12 @@ class ChatRequest:
     max_tokens: int = 256
     temperature: float = 0.0
     seed: int = 0
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -88,6 +112,24 @@ def connect_reason(exc: BaseException) -> str:
     """Why a connection failed; the ollama client hides httpx's error behind a generic one."""
     cause = exc.__context__ if isinstance(exc, ConnectionError) and exc.__context__ else exc
     return "connection refused" if "refused" in str(cause).lower() else str(cause)
+
+
+def _number(pattern: re.Pattern[str], text: str) -> str | None:
+    found = pattern.search(text)
+    return next((g for g in found.groups() if g), None) if found else None
+
+
+def context_refusal(where: str, body: str, fix: str) -> BackendError | None:
+    """A one-line error for a refusal of a prompt longer than the context window, else None.
+
+    ``body`` is the refusal as the server sent it: llama-server puts the window's size in a JSON field.
+    """
+    if not _CONTEXT_REFUSAL.search(body):
+        return None
+    size, prompt = _number(_CONTEXT_SIZE, body), _number(_PROMPT_TOKENS, body)
+    need = f" ({prompt} tokens)" if prompt else ""
+    window = f"its context window of {size} tokens" if size else "its context window"
+    return BackendError(f"{where}: the prompt{need} does not fit {window}; {fix}")
 
 
 @runtime_checkable

