@@ -135,12 +135,33 @@ def test_mismatched_snapshot_asks_to_reoptimize(pytester: pytest.Pytester, optim
                                  "re-run `pytest --optimize`"])
 
 
-def test_unused_snapshot_is_reported(pytester: pytest.Pytester, optimized: pytest.RunResult) -> None:
+def test_unused_snapshots_are_reported_fail_strict_runs_and_are_deleted_on_rerecording(
+    pytester: pytest.Pytester, optimized: pytest.RunResult
+) -> None:
     (pytester.path / "prompt_code.py").rename(pytester.path / "prompt_renamed.py")
     (pytester.path / "prompt_code.jsonl").rename(pytester.path / "prompt_renamed.jsonl")
+    old = sorted((pytester.path / "__prompt_snapshots__").glob("prompt_code.*"))
+    assert len(old) == 3
     result = pytester.runpytest()
-    result.stdout.fnmatch_lines(["3 snapshot file(s) unused (their prompt module is gone); delete them:",
+    assert result.ret == pytest.ExitCode.OK  # not strict: listed, not failed
+    result.stdout.fnmatch_lines(["3 snapshot file(s) unused (their prompt module is gone); delete them, or run "
+                                 "`pytest --dspy-update-baseline`, which does:",
                                  "  *__prompt_snapshots__/prompt_code.baseline.json"])
+
+    strict = pytester.runpytest("--dspy-strict-snapshots")
+    # The renamed prompt has no baseline: under strict snapshots it fails, and so does the run.
+    strict.assert_outcomes(failed=1)
+    strict.stdout.fnmatch_lines(["*no baseline, and strict snapshots are on: record one with "
+                                 "`pytest prompt_renamed.py --dspy-update-baseline`*",
+                                 "*3 snapshot file(s) unused*strict snapshots are on, so the run fails*"])
+
+    recorded = pytester.runpytest("--dspy-update-baseline")
+    recorded.assert_outcomes(passed=1)
+    recorded.stdout.fnmatch_lines(["snapshot deleted (its prompt module is gone): *prompt_code.baseline.json"])
+    assert not any(p.exists() for p in old)
+    clean = pytester.runpytest("--dspy-strict-snapshots")
+    assert clean.ret == pytest.ExitCode.OK
+    assert "snapshot file(s) unused" not in clean.stdout.str()
 
 
 def test_k_selects_what_is_optimized(pytester: pytest.Pytester) -> None:

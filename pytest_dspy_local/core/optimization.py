@@ -4,6 +4,9 @@ The data is split (seeded) into a train part for the optimizer and a held-out
 part for scoring; the candidate replaces the current program only when its
 held-out score is higher (or with ``--optimize=force``). A tie keeps the
 current program: with a weak proposal model "no improvement" is a normal outcome.
+With ``--dspy-target``, a winning candidate is also scored on each target's held-out
+rows (core/transfer.py); a significant loss there is reported loudly, and with
+``require_transfer`` the candidate is not kept.
 """
 
 from __future__ import annotations
@@ -215,6 +218,8 @@ class OptimizerModels:
     evaluate: Evaluator
     calls_text: Callable[[], str]
     concurrency: int = 1
+    # --dspy-target: (current, candidate, held-out rows) -> why the candidate lost on targets
+    transfer_losses: Callable[[dspy.Module, dspy.Module, Sequence[Row]], list[str]] | None = None
 
 
 def optimize_prompt(job: OptimizeJob, models: OptimizerModels, write: Callable[[str], None]) -> OptimizationOutcome:
@@ -243,10 +248,17 @@ def optimize_prompt(job: OptimizeJob, models: OptimizerModels, write: Callable[[
     with progress(write, models.calls_text):
         candidate = run_optimizer(run, spec.program, spec.metric, _examples(train, spec.inputs))
     after = models.evaluate(candidate, heldout).score
-    if job.force or after > before:
+    losses: list[str] = []
+    if after > before and models.transfer_losses is not None:
+        losses = models.transfer_losses(spec.program, candidate, heldout)
+        for line in losses:
+            write(f"TRANSFER LOSS: {line}")
+    held_back = bool(losses) and settings.require_transfer and not job.force
+    keep = job.force or (after > before and not held_back)
+    if keep:
         spec.program = candidate
     outcome = OptimizationOutcome(settings.optimizer, knobs, settings.seed, len(train), len(heldout), before, after,
-                                  job.force or after > before or not existed, job.force, existed,
-                                  {k: job.dataset.rows[0].values[k] for k in spec.inputs})
+                                  keep or not existed, job.force, existed,
+                                  {k: job.dataset.rows[0].values[k] for k in spec.inputs}, tuple(losses), held_back)
     write(outcome.summary)
     return outcome

@@ -202,6 +202,10 @@ class OptimizationOutcome:
     forced: bool
     snapshot_existed: bool
     render_inputs: Mapping[str, Any]
+    # Targets the winning candidate lost on (core/transfer.loss_message), and whether
+    # require_transfer therefore kept the current program.
+    transfer_losses: tuple[str, ...] = ()
+    held_back: bool = False
 
     @property
     def improved(self) -> bool:
@@ -213,6 +217,10 @@ class OptimizationOutcome:
         """What was decided, in words."""
         if self.forced:
             return "replaced the snapshot (--optimize=force)"
+        if self.held_back:
+            return "improved on the task model but lost on a target: kept the current program (require_transfer)"
+        if self.improved and self.transfer_losses:
+            return "improved: snapshot updated, although it lost on a target"
         if self.improved:
             return "improved: snapshot updated"
         if self.snapshot_existed:
@@ -224,6 +232,75 @@ class OptimizationOutcome:
         """One line: optimizer, split, held-out scores, decision."""
         split = f"{self.optimizer}, {self.train} train / {self.heldout} held-out examples"
         return f"optimized ({split}): held-out {self.before:.3f} -> {self.after:.3f}; {self.verdict}"
+
+
+# A transfer check's verdicts (core/transfer.py decides which).
+CARRIES_OVER = "carries over"
+LOST = "lost on target"
+INCONCLUSIVE = "inconclusive"
+NOTHING_TO_CHECK = "nothing to compare"  # the snapshot is the program as written, or there is none
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One prompt on one target model: as written vs optimized, on the task model and on the target.
+
+    ``p_gain`` and ``p_loss`` are the one-sided paired tests (gating's) of optimized vs as
+    written on the target; ``ci`` is the 95% interval of the target's gain.
+    """
+
+    target: str
+    model: ModelIdentity | None
+    rows: int
+    heldout: bool  # scored on the optimizer's held-out split (else on every evaluation row)
+    task_written: float
+    task_optimized: float
+    target_written: float
+    target_optimized: float
+    target_parse_failures: int
+    p_gain: float
+    p_loss: float
+    ci: tuple[float, float]
+    test: str
+    verdict: str
+
+    @property
+    def task_gain(self) -> float:
+        """The optimized prompt's gain on the task model (the one it was optimized on)."""
+        return self.task_optimized - self.task_written
+
+    @property
+    def target_gain(self) -> float:
+        """Its gain on the target."""
+        return self.target_optimized - self.target_written
+
+    @property
+    def lost(self) -> bool:
+        """Did the optimized prompt score significantly lower than as written on the target?"""
+        return self.verdict == LOST
+
+    def to_json(self) -> JsonDict:
+        """JSON form (an entry of the report's ``transfer`` list)."""
+        return {
+            "target": self.target, "model": {} if self.model is None else self.model.to_json(),
+            "rows": self.rows, "heldout": self.heldout,
+            "task": {"written": self.task_written, "optimized": self.task_optimized, "gain": round(self.task_gain, 6)},
+            "on_target": {"written": self.target_written, "optimized": self.target_optimized,
+                          "gain": round(self.target_gain, 6), "parse_failures": self.target_parse_failures},
+            "p_gain": self.p_gain, "p_loss": self.p_loss, "ci": list(self.ci), "test": self.test,
+            "verdict": self.verdict,
+        }
+
+    @classmethod
+    def from_json(cls, v: Mapping[str, Any]) -> Transfer:
+        """Inverse of ``to_json``."""
+        task, target = v["task"], v["on_target"]
+        return cls(
+            v["target"], ModelIdentity.from_json(v.get("model") or {}), int(v["rows"]), bool(v["heldout"]),
+            float(task["written"]), float(task["optimized"]), float(target["written"]), float(target["optimized"]),
+            int(target.get("parse_failures", 0)), float(v["p_gain"]), float(v["p_loss"]),
+            (float(v["ci"][0]), float(v["ci"][1])), str(v["test"]), str(v["verdict"]),
+        )
 
 
 PASSED, FAILED, ERROR = "passed", "failed", "error"
@@ -249,6 +326,10 @@ class PromptResult:
     history: tuple[HistoryPoint, ...] = ()
     prompt: PromptTexts | None = None
     optimization: OptimizationOutcome | None = None  # not in the JSON report: its summary is a note
+    # Why `--optimize=stale` would optimize this prompt, as the item found its snapshot ("no snapshot",
+    # "data changed: 1 row added"); empty when the snapshot is fresh. See core/provenance.py.
+    stale: tuple[str, ...] = ()
+    transfer: tuple[Transfer, ...] = ()  # --dspy-target: one per target model
 
     @classmethod
     def error(cls, nodeid: str, message: str) -> PromptResult:
@@ -295,6 +376,9 @@ class PromptResult:
             "history": [h.to_json() for h in self.history],
             "prompt": {} if self.prompt is None else {"current": self.prompt.current, "baseline": self.prompt.baseline},
             "model": {} if self.model is None else self.model.to_json(),
+            "stale": list(self.stale),
+            # Added in place (schema version 1 stays readable): only when --dspy-target was given.
+            **({"transfer": [t.to_json() for t in self.transfer]} if self.transfer else {}),
         }
 
     @classmethod
@@ -311,6 +395,8 @@ class PromptResult:
             comparison=Comparison.from_json(v.get("baseline")),
             history=tuple(HistoryPoint.from_json(h) for h in v.get("history", [])),
             prompt=PromptTexts(prompt.get("current"), prompt.get("baseline")) if prompt else None,
+            stale=tuple(v.get("stale", [])),
+            transfer=tuple(Transfer.from_json(t) for t in v.get("transfer", [])),
         )
 
 

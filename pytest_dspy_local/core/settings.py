@@ -54,11 +54,14 @@ class Settings:
     allow_hosts: tuple[str, ...] = ()
     cache_dir: str = ".dspy_cache"
     strict_model: bool = False
+    strict_snapshots: bool = False  # CI: a prompt without a baseline, or an unused snapshot file, fails
     alpha: float = 0.05
     min_delta: float = 0.0
     repeats: int = 1
+    require_transfer: bool = False
     prompts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     optimizers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    targets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # [tool.dspy_local.targets.<name>]
 
     def with_paths_from(self, root: Path) -> Settings:
         """A relative ``gguf:`` path that does not exist from the current directory is read from ``root``."""
@@ -73,12 +76,19 @@ class Settings:
             self, model=self.prompt_model, backend=self.prompt_backend, base_url=self.prompt_base_url
         )
 
+    def for_target(self, name: str) -> Settings:
+        """Settings for target model ``name`` (its backend, model and base_url; the rest as the task model's)."""
+        table = self.targets[name]
+        return dataclasses.replace(self, model=table["model"], backend=table.get("backend", "auto"),
+                                   base_url=table.get("base_url"))
+
 
 @dataclass(frozen=True)
 class RunFlags:
     """What this run was asked to do, from command-line flags only (never from pyproject)."""
 
-    optimize: str | None = None  # None, "better" (--optimize) or "force" (--optimize=force)
+    # None, "better" (--optimize), "force" (--optimize=force) or "stale" (--optimize=stale)
+    optimize: str | None = None
     update_baseline: bool = False
     allow_egress: bool = False
     no_cache: bool = False
@@ -86,6 +96,7 @@ class RunFlags:
     audit: Path | None = None
     json_report: Path | None = None
     html_report: Path | None = None
+    targets: tuple[str, ...] = ()  # --dspy-target names as given ("all" expands in RunSettings.targets)
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,19 @@ class RunSettings:
     def for_prompt(self, name: str) -> Settings:
         """The settings with ``[tool.dspy_local.prompts.<name>]`` applied."""
         return for_prompt(self.settings, self.pinned, name)
+
+    def targets(self) -> tuple[str, ...]:
+        """The target models this run checks transfer on (``--dspy-target``; ``all``: every configured one)."""
+        names = self.flags.targets
+        if "all" in names:
+            return tuple(sorted(self.settings.targets))
+        known = self.settings.targets
+        for name in names:
+            if name not in known:
+                have = ", ".join(sorted(known)) or "none is configured"
+                raise UsageError(f"--dspy-target={name}: no [{TABLE}.targets.{name}] table in pyproject.toml "
+                                 f"({have}); add one with backend, model and base_url, or pass all")
+        return tuple(dict.fromkeys(names))
 
     def threshold(self, name: str, declared: float | None) -> float:
         """The pass mark: the prompt's table, then the module's ``threshold``, then the default."""
@@ -243,13 +267,18 @@ PARSERS: dict[str, Parser] = {
     "allow_hosts": _as_hosts,
     "cache_dir": _as_str,
     "strict_model": _as_bool,
+    "strict_snapshots": _as_bool,
     "alpha": _fraction,
     "min_delta": _unit,
     "repeats": _positive_int,
+    "require_transfer": _as_bool,
 }
 PER_PROMPT_KEYS = frozenset(
-    {"threshold", "max_examples", "max_tokens", "temperature", "seed", "alpha", "min_delta", "repeats", "concurrency"}
+    {"threshold", "max_examples", "max_tokens", "temperature", "seed", "alpha", "min_delta", "repeats", "concurrency",
+     "require_transfer"}
 )
+TARGET_KEYS = {"model": _as_str, "backend": _backend, "base_url": _as_str}
+TABLES = ("prompts", "optimizers", "targets")
 
 
 def read_pyproject(path: Path | None) -> dict[str, Any]:
@@ -275,8 +304,11 @@ def _parse_table(table: Mapping[str, Any], where: str) -> dict[str, Any]:
         if key == "optimizers":
             parsed["optimizers"] = _parse_optimizer_tables(value, where)
             continue
+        if key == "targets":
+            parsed["targets"] = _parse_target_tables(value, where)
+            continue
         if key not in PARSERS:
-            known = ", ".join(sorted([*PARSERS, "prompts", "optimizers"]))
+            known = ", ".join(sorted([*PARSERS, *TABLES]))
             raise UsageError(f"{where}: unknown key {key!r} in [{TABLE}]; known keys: {known}")
         parsed[key] = PARSERS[key](f"{where} [{TABLE}] {key}", value)
     return parsed
@@ -308,6 +340,25 @@ def _parse_optimizer_tables(value: Any, where: str) -> dict[str, dict[str, Any]]
         raise UsageError(f"{where}: unknown optimizer table [{TABLE}.optimizers.{unknown[0]}]; use one of "
                           f"{', '.join(OPTIMIZERS)}")
     return {name: dict(table) for name, table in value.items()}
+
+
+def _parse_target_tables(value: Any, where: str) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, dict) or not all(isinstance(t, dict) for t in value.values()):
+        raise UsageError(f"{where}: [{TABLE}.targets] must hold one table per target model, "
+                         f"e.g. [{TABLE}.targets.prod] with backend, model and base_url")
+    result: dict[str, dict[str, Any]] = {}
+    for name, table in value.items():
+        if name == "all":
+            raise UsageError(f"{where}: [{TABLE}.targets.all]: 'all' means every target on the command line; "
+                             "rename the table")
+        unknown = sorted(set(table) - set(TARGET_KEYS))
+        if unknown:
+            raise UsageError(f"{where}: unknown key {unknown[0]!r} in [{TABLE}.targets.{name}]; known keys: "
+                             f"{', '.join(sorted(TARGET_KEYS))}")
+        if "model" not in table:
+            raise UsageError(f"{where}: [{TABLE}.targets.{name}] needs a model (and usually backend and base_url)")
+        result[name] = {k: TARGET_KEYS[k](f"{where} [{TABLE}.targets.{name}] {k}", v) for k, v in table.items()}
+    return result
 
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:

@@ -11,8 +11,10 @@ Three files per prompt module ``prompt_triage.py``:
   loading it runs no code from the file.
 - ``prompt_triage.prompt.md``: the messages the model sees for one example, for review.
 - ``prompt_triage.baseline.json``: the per-example results later runs compare
-  against, the program's shape, and provenance (optimizer, seed, model digest,
-  data hash, versions, scores before and after).
+  against, the program's shape, how it was optimized (optimizer, seed, scores
+  before and after), and its ``provenance``: what it was optimized from (module
+  source, program as written, data, models, settings, versions), which
+  ``core/provenance.py`` compares with the present to tell a stale snapshot.
 
 Writes are queued during the run and flushed once at session end, each file
 atomically (temp file + rename), so a killed run leaves the old snapshot intact.
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_dspy_local.core.data import Dataset
 from pytest_dspy_local.core.files import stable_json
+from pytest_dspy_local.core.provenance import Provenance, versions
 from pytest_dspy_local.core.results import Evaluation, ModelIdentity, OptimizationOutcome, PromptTexts, short_digest
 from pytest_dspy_local.core.settings import SNAPSHOT_DIR
 from pytest_dspy_local.core.spec import PromptSpec
@@ -116,6 +119,16 @@ def load_into(program: dspy.Module, paths: SnapshotPaths, baseline: Mapping[str,
     return True
 
 
+def recorded_provenance(paths: SnapshotPaths, baseline: Mapping[str, Any] | None) -> Provenance | None:
+    """What the snapshot was optimized from, or None when there is no snapshot (no program file)."""
+    if baseline is None or not paths.program.is_file():
+        return None
+    try:
+        return Provenance.from_baseline(baseline)
+    except PromptError as exc:
+        raise PromptError(f"{paths.baseline}: {exc}") from None
+
+
 def render_prompt(name: str, program: dspy.Module, inputs: Mapping[str, Any]) -> str:
     """The messages each predictor sends for ``inputs``, as Markdown a reviewer reads in a diff."""
     import dspy
@@ -132,14 +145,6 @@ def render_prompt(name: str, program: dspy.Module, inputs: Mapping[str, Any]) ->
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    import dspy
-
-    return {"dspy": dspy.__version__, "pytest-dspy-local": version("pytest-dspy-local")}
-
-
 @dataclass(frozen=True)
 class Recording:
     """What a snapshot records: the prompt, its data, its evaluation, how it was optimized, by which models."""
@@ -150,6 +155,7 @@ class Recording:
     outcome: OptimizationOutcome | None
     model: ModelIdentity
     prompt_model: ModelIdentity | None
+    provenance: Provenance | None = None  # when optimized: what the snapshot is made from
 
 
 def _model_json(model: ModelIdentity) -> dict[str, str]:
@@ -172,8 +178,10 @@ def baseline_document(recording: Recording) -> dict[str, Any]:
         "model": _model_json(recording.model),
         "data": {"origin": dataset.origin, "sha256": dataset.sha256},
         "repeats": result.repeats,
-        "versions": _versions(),
+        "versions": versions(),
     }
+    if recording.provenance is not None:
+        document["provenance"] = recording.provenance.to_json()
     if outcome is not None:
         document["optimization"] = {
             "optimizer": outcome.optimizer,
@@ -208,6 +216,9 @@ def snapshot_files(recording: Recording, paths: SnapshotPaths, previous: Mapping
     if outcome is None and previous is not None and "optimization" in previous:
         # --dspy-update-baseline re-records results; the program, and how it was made, are unchanged.
         document["optimization"] = previous["optimization"]
+        document.pop("provenance", None)
+        if "provenance" in previous:
+            document["provenance"] = previous["provenance"]
         document["history"] = history(previous, {**document, "optimization": None})
     else:
         document["history"] = history(previous, document)

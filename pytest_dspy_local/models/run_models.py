@@ -1,4 +1,4 @@
-"""The run's models: the task model and the optional proposal model, created on first use.
+"""The run's models: the task model, the optional proposal model and target models, created on first use.
 
 Each is a Backend (chosen through the ``pytest_dspy_local_make_backend`` hook) wrapped in a
 ``BackendEngine`` (answer cache, call counting) and a ``dspy.LM``. A failure to create one
@@ -52,6 +52,7 @@ class Models:
         self._error: str | None = None
         self._prompt_engine: BackendEngine | None = None
         self._prompt_lm: dspy.LM | None = None
+        self._targets: dict[str, tuple[BackendEngine, dspy.LM, ModelInfo]] = {}
 
     def backend_name(self) -> str:
         """The resolved backend name (never ``auto``)."""
@@ -119,17 +120,40 @@ class Models:
             self._lm = make_lm(self.engine(), self.info())
         return self._lm
 
-    def concurrency(self, settings: Settings) -> int:
-        """Requests in flight for the task model: the setting, or the backend's default; 1 if not thread-safe."""
+    def concurrency(self, settings: Settings, target: str | None = None) -> int:
+        """Requests in flight for the task model (or a target): the setting, or the backend's default.
+
+        1 when the backend is not thread-safe.
+        """
         from pytest_dspy_local.models.backends.base import SERVER_CONCURRENCY, is_thread_safe
 
-        if not is_thread_safe(self.engine().backend):
+        engine = self.engine() if target is None else self._target(target)[0]
+        if not is_thread_safe(engine.backend):
             return 1
         return settings.concurrency if settings.concurrency is not None else SERVER_CONCURRENCY
 
-    def lm_with(self, settings: Settings) -> dspy.LM:
-        """The task model with a prompt's own max_tokens, temperature and seed."""
-        return self.lm().copy(max_tokens=settings.max_tokens, temperature=settings.temperature, seed=settings.seed)
+    def lm_with(self, settings: Settings, target: str | None = None) -> dspy.LM:
+        """The task model (or a target) with a prompt's own max_tokens, temperature and seed."""
+        lm = self.lm() if target is None else self._target(target)[1]
+        return lm.copy(max_tokens=settings.max_tokens, temperature=settings.temperature, seed=settings.seed)
+
+    def _target(self, name: str) -> tuple[BackendEngine, dspy.LM, ModelInfo]:
+        """Target model ``name`` ([tool.dspy_local.targets.<name>]), created on first use."""
+        if name not in self._targets:
+            import_dspy(self.cache_dir)
+            from pytest_dspy_local.models.engine import make_lm
+
+            try:
+                engine = self._make_engine(self.settings.for_target(name))
+                info = engine.backend.info()
+                self._targets[name] = engine, make_lm(engine, info), info
+            except (BackendError, UsageError) as exc:
+                raise PromptError(f"target {name!r} ([tool.dspy_local.targets.{name}]): {exc}") from None
+        return self._targets[name]
+
+    def target_identity(self, name: str) -> ModelIdentity:
+        """Target model ``name`` as results record it."""
+        return self._target(name)[2].identity()
 
     def prompt_lm(self) -> dspy.LM:
         """The proposal model for optimizers: ``prompt_model`` if set, else the task model."""
@@ -147,10 +171,11 @@ class Models:
         return self._prompt_lm
 
     def _engines(self) -> list[BackendEngine]:
-        return [e for e in (self._engine, self._prompt_engine) if e is not None]
+        engines = [e for e in (self._engine, self._prompt_engine) if e is not None]
+        return engines + [engine for engine, _, _ in self._targets.values()]
 
     def counters(self) -> Traffic:
-        """Model traffic so far over both models."""
+        """Model traffic so far over every model."""
         total = Traffic()
         for engine in self._engines():
             total = total + engine.counter
@@ -165,7 +190,7 @@ class Models:
         return calls
 
     def calls_text(self) -> str:
-        """``N model calls, M cached`` so far, over both models."""
+        """``N model calls, M cached`` so far, over every model."""
         total = self.counters()
         return f"{total.calls} model calls, {total.cached} cached"
 
@@ -174,3 +199,4 @@ class Models:
         for engine in self._engines():
             engine.close()
         self._engine = self._prompt_engine = None
+        self._targets.clear()

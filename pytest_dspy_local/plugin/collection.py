@@ -8,8 +8,10 @@ fixture is ``request`` (the dataset fixture is looked up when it runs).
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,25 +20,36 @@ import pytest
 from pytest_dspy_local.core import data
 from pytest_dspy_local.core.gating import Gate, against_baseline
 from pytest_dspy_local.core.optimization import OptimizeJob, OptimizerModels, optimize_prompt
+from pytest_dspy_local.core.provenance import program_sha256, staleness, version_changes
 from pytest_dspy_local.core.results import (
     FAILED,
     PASSED,
     HistoryPoint,
     OptimizationOutcome,
     PromptResult,
+    Transfer,
     short_digest,
 )
-from pytest_dspy_local.core.snapshot import SnapshotPaths, load_into, prompt_texts, read_baseline
+from pytest_dspy_local.core.snapshot import (
+    SnapshotPaths,
+    load_into,
+    prompt_texts,
+    read_baseline,
+    recorded_provenance,
+)
 from pytest_dspy_local.core.spec import check_declared, declared_names, load_spec, prompt_name
+from pytest_dspy_local.core.transfer import check, loss_message, provenance_entry, transfer_rows
 from pytest_dspy_local.errors import PromptError, PromptFailure
 from pytest_dspy_local.plugin.outcomes import failure_text
 from pytest_dspy_local.plugin.progress import progress_for, terminal_writer
 from pytest_dspy_local.plugin.state import STATE_KEY
-from pytest_dspy_local.report.terminal import detail_lines
+from pytest_dspy_local.report.terminal import detail_lines, staleness_note, versions_note
 
 if TYPE_CHECKING:
+    import dspy
     from _pytest._code.code import TerminalRepr
 
+    from pytest_dspy_local.core.provenance import Provenance
     from pytest_dspy_local.core.spec import PromptSpec
     from pytest_dspy_local.plugin.state import RunState
     from pytest_dspy_local.privacy.audit import ItemAudit
@@ -106,45 +119,94 @@ class PromptItem(pytest.Function):
 
     def _evaluate(self, state: RunState, entry: ItemAudit) -> PromptResult:
         spec = load_spec(self.module, self.path)
+        # The program as the module makes it, before a snapshot loads into it.
+        written, as_written = program_sha256(spec.program), copy.deepcopy(spec.program)
         dataset = self._dataset(spec)
         paths = SnapshotPaths.for_module(self.path)
         baseline = read_baseline(paths)
-        outcome = self._optimize_or_load(state, spec, dataset, paths, baseline)
+        current = state.provenance(spec, dataset, written)
+        stale, notes = self._staleness(state, recorded_provenance(paths, baseline), current)
+        outcome = self._optimize_or_load(state, spec, dataset, paths, baseline, stale)
         total = len(state.prompt_rows(spec, dataset.rows)) * state.settings_for(spec.name).repeats
         evaluation = state.evaluate(spec, dataset.rows, progress_for(self.config, self.name, total))
         model = state.models.identity()
         entry.model, entry.data = model.to_json(), {"origin": dataset.origin, "sha256": dataset.sha256}
-        notes = check_model(state, paths, baseline, model.digest)
+        notes += check_model(state, paths, baseline, model.digest)
         threshold = state.run.threshold(spec.name, spec.threshold)
         reasons = verdict(evaluation.score, threshold)
-        rewriting = (outcome is not None and outcome.replace) or state.flags.update_baseline
+        # A stale snapshot that was re-optimized is re-recorded even when its program is kept:
+        # that program has now been chosen against the current module, data and models.
+        rewriting = (outcome is not None and (outcome.replace or bool(stale))) or state.flags.update_baseline
+        before = state.models.counters()
+        transfers = self._transfer(state, spec, as_written, written, dataset.rows, baseline, outcome is not None)
+        extra = state.models.counters() - before
         gate = Gate(evaluation.examples)
         if rewriting:
-            state.queue_snapshot(spec, dataset, evaluation, outcome, paths, baseline)
+            if transfers:
+                current = dataclasses.replace(current, transfer=provenance_entry(transfers))
+            state.queue_snapshot(spec, dataset, evaluation, outcome, paths, baseline, current)
+        elif baseline is None and state.settings.strict_snapshots:
+            reasons.append(f"no baseline, and strict snapshots are on: record one with `pytest {self.path.name} "
+                           f"--dspy-update-baseline` (or --optimize) and commit {paths.baseline}")
         else:
             s = state.settings_for(spec.name)
             gate = against_baseline(evaluation.examples, baseline, alpha=s.alpha, min_delta=s.min_delta, seed=s.seed)
         notes += [*gate.notes, *([outcome.summary] if outcome is not None else [])]
         return PromptResult(
             nodeid=self.nodeid, name=spec.name, outcome=FAILED if reasons or gate.reasons else PASSED,
-            examples=gate.examples, threshold=threshold, seconds=evaluation.seconds, calls=evaluation.traffic.calls,
-            cached=evaluation.traffic.cached, repeats=evaluation.repeats, model=model, notes=tuple(notes),
+            examples=gate.examples, threshold=threshold, seconds=evaluation.seconds,
+            calls=evaluation.traffic.calls + extra.calls, cached=evaluation.traffic.cached + extra.cached,
+            repeats=evaluation.repeats, model=model, notes=tuple(notes),
             reasons=(*reasons, *gate.reasons), comparison=gate.comparison,
             history=tuple(HistoryPoint.from_json(h) for h in (baseline or {}).get("history", [])),
-            prompt=prompt_texts(spec, dataset, paths), optimization=outcome,
+            prompt=prompt_texts(spec, dataset, paths), optimization=outcome, stale=tuple(stale),
+            transfer=transfers,
         )
 
+    @staticmethod
+    def _transfer(
+        state: RunState, spec: PromptSpec, as_written: dspy.Module, written: str, rows: Sequence[data.Row],
+        baseline: Baseline, optimized_now: bool,
+    ) -> tuple[Transfer, ...]:
+        """``--dspy-target``: the program as written and as now loaded or optimized, on every target."""
+        targets = state.target_models(spec)
+        if not targets:
+            return ()
+        s = state.settings_for(spec.name)
+        checked, heldout = transfer_rows(state.prompt_rows(spec, rows), baseline, s, optimized_now)
+        same = program_sha256(spec.program) == written
+        return tuple(
+            check(t, as_written, spec.program, checked, heldout=heldout, task=state.task_scorer(spec),
+                  same_program=same, alpha=s.alpha, seed=s.seed)
+            for t in targets
+        )
+
+    @staticmethod
+    def _staleness(state: RunState, recorded: Provenance | None, current: Provenance) -> tuple[list[str], list[str]]:
+        """Why the snapshot is stale (empty: fresh), and the notes that say so."""
+        stale = staleness(recorded, current)
+        notes = [staleness_note(stale, state.flags.optimize), versions_note(version_changes(recorded, current))]
+        return stale, [n for n in notes if n is not None]
+
     def _optimize_or_load(
-        self, state: RunState, spec: PromptSpec, dataset: data.Dataset, paths: SnapshotPaths, baseline: Baseline
+        self, state: RunState, spec: PromptSpec, dataset: data.Dataset, paths: SnapshotPaths, baseline: Baseline,
+        stale: list[str],
     ) -> OptimizationOutcome | None:
-        if state.flags.optimize is None:
+        if state.flags.optimize is None or (state.flags.optimize == "stale" and not stale):
             load_into(spec.program, paths, baseline)
             return None
         settings = state.settings_for(spec.name)
         job = OptimizeJob(spec, dataset, paths, baseline, settings, force=state.flags.optimize == "force")
-        models = OptimizerModels(state.models.lm_with(settings), state.models.prompt_lm(),
-                                 lambda program, rows: state.run_eval(spec, program, rows), state.models.calls_text,
-                                 state.models.concurrency(settings))
+        targets = state.target_models(spec)
+
+        def losses(current: dspy.Module, candidate: dspy.Module, rows: Sequence[data.Row]) -> list[str]:
+            checks = [check(t, current, candidate, rows, heldout=True, task=state.task_scorer(spec),
+                            same_program=False, alpha=settings.alpha, seed=settings.seed) for t in targets]
+            return [loss_message(spec.name, c) for c in checks if c.lost]
+
+        models = OptimizerModels(state.models.lm_with(settings), state.models.prompt_lm(), state.task_scorer(spec),
+                                 state.models.calls_text, state.models.concurrency(settings),
+                                 losses if targets else None)
         return optimize_prompt(job, models, self._progress)
 
     def _publish(self, result: PromptResult) -> None:

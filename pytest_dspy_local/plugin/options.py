@@ -26,9 +26,13 @@ PROMPT_BACKEND = "--dspy-prompt-backend"
 PROMPT_BASE_URL = "--dspy-prompt-base-url"
 OPTIMIZE = "--optimize"
 OPTIMIZE_FORCE = "--optimize=force"
+OPTIMIZE_STALE = "--optimize=stale"
 UPDATE_BASELINE = "--dspy-update-baseline"
 ALLOW_HOSTS = "--dspy-allow-hosts"
 STRICT_MODEL = "--dspy-strict-model"
+STRICT_SNAPSHOTS = "--dspy-strict-snapshots"
+TARGET = "--dspy-target"
+REQUIRE_TRANSFER = "--dspy-require-transfer"
 ALLOW_EGRESS = "--dspy-allow-egress"
 AUDIT = "--dspy-audit"
 NO_CACHE = "--dspy-no-cache"
@@ -85,8 +89,19 @@ def addoption(parser: pytest.Parser) -> None:
                     help="optimize each prompt (then evaluate); keep the result only if its held-out score is higher")
     group.addoption(OPTIMIZE_FORCE, dest="dspy_optimize", action="store_const", const="force",
                     help="optimize each prompt and replace its snapshot even when the score is not higher")
+    group.addoption(OPTIMIZE_STALE, dest="dspy_optimize", action="store_const", const="stale",
+                    help="optimize only prompts whose snapshot is missing or stale (its module, program, data, "
+                         "model or optimizer settings changed), as --optimize does; evaluate the others")
     group.addoption(STRICT_MODEL, dest="dspy_strict_model", action="store_const", const=True, default=None,
                     help="fail (instead of warn) when a baseline was recorded with another model digest")
+    group.addoption(STRICT_SNAPSHOTS, dest="dspy_strict_snapshots", action="store_const", const=True, default=None,
+                    help="for CI: fail a prompt that has no baseline, and the run when a snapshot file is unused")
+    group.addoption(TARGET, dest="dspy_target", action="append", default=[], metavar="NAME",
+                    help="also score each prompt, as written and optimized, on target model NAME "
+                         "([tool.dspy_local.targets.NAME]; repeatable, or `all`); reports whether the gain "
+                         "carries over")
+    group.addoption(REQUIRE_TRANSFER, dest="dspy_require_transfer", action="store_const", const=True, default=None,
+                    help="with --optimize and --dspy-target: keep no candidate that loses significantly on a target")
     group.addoption(ALLOW_EGRESS, dest="dspy_allow_egress", action="store_true", default=False,
                     help="debugging: record connections outside the allowed hosts instead of blocking them")
     group.addoption(AUDIT, dest="dspy_audit", default=None, metavar="PATH",
@@ -106,7 +121,9 @@ def addoption(parser: pytest.Parser) -> None:
 def cli_values(config: pytest.Config) -> dict[str, Any]:
     """Settings given on the command line (None where not given)."""
     values = {field: config.getoption(f"dspy_{field}") for field in SETTING_OPTIONS.values()}
-    return {**values, "strict_model": config.getoption("dspy_strict_model")}
+    return {**values, "strict_model": config.getoption("dspy_strict_model"),
+            "require_transfer": config.getoption("dspy_require_transfer"),
+            "strict_snapshots": config.getoption("dspy_strict_snapshots")}
 
 
 def _path(config: pytest.Config, dest: str) -> Path | None:
@@ -125,6 +142,7 @@ def run_flags(config: pytest.Config) -> RunFlags:
         audit=_path(config, "dspy_audit"),
         json_report=_path(config, "dspy_json"),
         html_report=_path(config, "dspy_report"),
+        targets=tuple(name for value in config.getoption("dspy_target") for name in value.split(",") if name),
     )
 
 

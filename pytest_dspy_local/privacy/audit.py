@@ -52,6 +52,22 @@ def check_hosts(settings: Settings) -> None:
         raise UsageError(f"allow_hosts: {exc}; fix it in [tool.dspy_local] allow_hosts, DSPY_LOCAL_ALLOW_HOSTS "
                          "or --dspy-allow-hosts (or the model's base_url)") from None
 
+def check_target_hosts(settings: Settings, targets: Sequence[str]) -> None:
+    """A target model on a non-loopback host must be allowed explicitly (its base_url is not enough)."""
+    from urllib.parse import urlsplit
+
+    guard = EgressGuard(allowed_hosts(settings), resolve_names=False)
+    for name in targets:
+        url = settings.targets[name].get("base_url")
+        if not url:
+            continue
+        parts = urlsplit(url if "://" in url else f"//{url}")
+        if parts.hostname and not guard.allows(parts.hostname, parts.port):
+            raise UsageError(f"--dspy-target={name}: its server {parts.hostname} is not an allowed host, and a "
+                             f"target's prompts and data would go there; add {parts.hostname!r} to [tool.dspy_local] "
+                             "allow_hosts (or --dspy-allow-hosts) if that is intended")
+
+
 RECEIPT_VERSION = 1
 COVERAGE = (
     "Connections and name lookups made through Python's socket module (audit hooks), in this "

@@ -107,6 +107,7 @@ def render_html(report: RunReport) -> str:
     """The whole report page for a run."""
     anchors = [_anchor(i, p.name) for i, p in enumerate(report.prompts)]
     body = [_page_header(report), _summary_table(report.prompts, anchors)]
+    body += [table for table in (_transfer_table(report.prompts, anchors),) if table]
     body += [_prompt_section(p, a) for p, a in zip(report.prompts, anchors, strict=True)]
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -152,6 +153,31 @@ def _summary_table(prompts: Sequence[PromptResult], anchors: Sequence[str]) -> s
         rows.append(f'<tr><td><a href="#{anchor}">{_e(result.name)}</a></td>'
                     f"<td>{_badge(result)}</td>{nums}</tr>")
     return '<table class="summary">\n' + "\n".join(rows) + "\n</table>"
+
+
+def _transfer_table(prompts: Sequence[PromptResult], anchors: Sequence[str]) -> str:
+    """``--dspy-target``: one row per prompt and target model (empty when none was checked)."""
+    if not any(p.transfer for p in prompts):
+        return ""
+    head = ("prompt", "target", "model", "rows", "task: written", "optimized", "gain", "target: written",
+            "optimized", "gain", "p(gain)", "p(loss)", "verdict")
+    rows = ["<tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"]
+    for result, anchor in zip(prompts, anchors, strict=True):
+        for t in result.transfer:
+            model = (NO_VALUE if t.model is None
+                     else f'{_e(t.model.model)} <span class="mono">{_e(t.model.short_digest)}</span>')
+            nums = [t.task_written, t.task_optimized, t.task_gain, t.target_written, t.target_optimized, t.target_gain]
+            cells = "".join(f'<td class="num">{_num(v, signed=i % 3 == 2)}</td>' for i, v in enumerate(nums))
+            lost = " verdict failed" if t.lost else ""
+            rows.append(
+                f'<tr><td><a href="#{anchor}">{_e(result.name)}</a></td><td>{_e(t.target)}</td><td>{model}</td>'
+                f'<td class="num">{_e(t.rows)}{" held-out" if t.heldout else ""}</td>{cells}'
+                f'<td class="num">{_num(t.p_gain, 4)}</td><td class="num">{_num(t.p_loss, 4)}</td>'
+                f'<td class="{lost.strip()}">{_e(t.verdict)}</td></tr>'
+            )
+    return ('<h2>Transfer to target models</h2>\n<p class="meta">Score as written and optimized, on the task model '
+            "and on each target; p: one-sided paired test on the target.</p>\n"
+            '<table class="summary transfer">\n' + "\n".join(rows) + "\n</table>")
 
 
 def _summary_comparison(base: Comparison | None) -> str:

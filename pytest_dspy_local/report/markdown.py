@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pytest_dspy_local.core.results import CONFIDENCE, PromptResult, RunReport
-from pytest_dspy_local.report.terminal import FLIPS_SHOWN
+from pytest_dspy_local.report.terminal import FLIPS_SHOWN, TRANSFER_COLUMNS, transfer_cells
 
 
 def _number(value: float | None, signed: bool = False) -> str:
@@ -37,6 +37,16 @@ def _details(result: PromptResult) -> list[str]:
     return [*lines, ""]
 
 
+def _transfer(report: RunReport) -> list[str]:
+    rows = [transfer_cells(r, t) for r in report.prompts for t in r.transfer]
+    if not rows:
+        return []
+    return ["", "### Transfer to target models", "",
+            "Score as written → optimized; p: one-sided paired test on the target.", "",
+            "| " + " | ".join(TRANSFER_COLUMNS) + " |", "|" + " --- |" * len(TRANSFER_COLUMNS),
+            *("| " + " | ".join(row) + " |" for row in rows)]
+
+
 def _headline(report: RunReport) -> str:
     model = report.model
     name, backend, digest = ("?", "?", "") if model is None else (model.model, model.backend, model.short_digest)
@@ -50,6 +60,7 @@ def markdown(report: RunReport) -> str:
              f"| prompt | result | score | threshold | baseline | Δ ({CONFIDENCE:.0%} CI) | p | n |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     lines += [_row(result) for result in report.prompts]
+    lines += _transfer(report)
     failures = [result for result in report.prompts if not result.passed]
     if failures:
         lines += ["", "### Failures", ""]

@@ -6,7 +6,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_dspy_local.core.results import CONFIDENCE, Comparison, ExampleResult, ModelIdentity, PromptResult
+from pytest_dspy_local.core.provenance import NO_SNAPSHOT
+from pytest_dspy_local.core.results import (
+    CONFIDENCE,
+    Comparison,
+    ExampleResult,
+    ModelIdentity,
+    PromptResult,
+    Transfer,
+)
 
 WORST_SHOWN = 5
 DETAIL_SHOWN = 20
@@ -96,6 +104,28 @@ def comparison_lines(comparison: Comparison | None) -> list[str]:
     return lines
 
 
+def staleness_note(reasons: Sequence[str], optimize: str | None) -> str | None:
+    """A prompt's note on its snapshot's staleness (``reasons`` from core.provenance.staleness), if any.
+
+    ``--optimize=stale`` says for every prompt whether it was optimized and why; the other
+    optimize modes name a stale snapshot's reasons; a plain run names stale snapshots only
+    (a prompt never optimized is not news there).
+    """
+    why = "; ".join(reasons)
+    if not reasons:
+        return "fresh: not re-optimized" if optimize == "stale" else None
+    if list(reasons) == [NO_SNAPSHOT]:
+        return f"{NO_SNAPSHOT}: optimized" if optimize == "stale" else None
+    if optimize is None:
+        return f"snapshot stale ({why}); `pytest --optimize=stale` re-optimizes it"
+    return f"stale ({why}): optimized"
+
+
+def versions_note(changes: Sequence[str]) -> str | None:
+    """Versions that changed since the snapshot was made (reported, never counted as stale)."""
+    return f"snapshot made with other versions ({', '.join(changes)}); not counted as stale" if changes else None
+
+
 def status_word(passed: bool, props: dict[str, Any]) -> str:
     """The ``-v`` status for a prompt item, e.g. ``PASSED (score 0.850 >= 0.700, n=20)``."""
     word = "PASSED" if passed else "FAILED"
@@ -128,7 +158,34 @@ def summary_lines(results: Sequence[PromptResult], calls: int, cached: int, item
     for result in sorted(results, key=lambda r: r.nodeid):
         lines.append(_summary_line(result))
         lines += [f"  {note}" for note in result.notes]
+    lines += transfer_lines(results)
     lines.append(f"model calls: {calls + cached} ({calls} to the model, {cached} cached) in {items} item(s)")
+    return lines
+
+
+TRANSFER_COLUMNS = ("prompt", "target", "rows", "task model", "on target", "p(gain)", "p(loss)", "verdict")
+
+
+def _pair(written: float, optimized: float) -> str:
+    return f"{written:.3f} -> {optimized:.3f} ({optimized - written:+.3f})"
+
+
+def transfer_cells(result: PromptResult, t: Transfer) -> tuple[str, ...]:
+    """One row of the transfer table, as text cells (terminal and Markdown share them)."""
+    rows = f"{t.rows} held-out" if t.heldout else f"{t.rows} all"
+    return (result.name, t.target, rows, _pair(t.task_written, t.task_optimized),
+            _pair(t.target_written, t.target_optimized), f"{t.p_gain:.3g}", f"{t.p_loss:.3g}", t.verdict)
+
+
+def transfer_lines(results: Sequence[PromptResult]) -> list[str]:
+    """The transfer table (``--dspy-target``): as written -> optimized, on the task model and each target."""
+    rows = [transfer_cells(r, t) for r in sorted(results, key=lambda r: r.nodeid) for t in r.transfer]
+    if not rows:
+        return []
+    widths = [max(len(row[i]) for row in (TRANSFER_COLUMNS, *rows)) for i in range(len(TRANSFER_COLUMNS))]
+    lines = ["transfer (score as written -> optimized; p: one-sided paired test on the target):"]
+    lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+              for row in (TRANSFER_COLUMNS, *rows)]
     return lines
 
 
@@ -139,10 +196,14 @@ def model_line(model: ModelIdentity | str) -> str:
     return f"dspy-local model: {model.model} {model.short_digest} ({model.backend}, {model.endpoint})"
 
 
-def snapshot_lines(written: Sequence[Path], unused: Sequence[Path]) -> list[str]:
-    """Snapshot files written this run, and unused ones (their prompt module is gone)."""
+def snapshot_lines(written: Sequence[Path], unused: Sequence[Path], deleted: Sequence[Path] = (),
+                   strict: bool = False) -> list[str]:
+    """Snapshot files written this run, deleted (unused), and unused ones left (their prompt module is gone)."""
     lines = [f"snapshot written: {p}" for p in written]
+    lines += [f"snapshot deleted (its prompt module is gone): {p}" for p in deleted]
     if unused:
-        lines.append(f"{len(unused)} snapshot file(s) unused (their prompt module is gone); delete them:")
+        fails = "; strict snapshots are on, so the run fails" if strict else ""
+        lines.append(f"{len(unused)} snapshot file(s) unused (their prompt module is gone){fails}; delete them, "
+                     "or run `pytest --dspy-update-baseline`, which does:")
         lines += [f"  {p}" for p in unused]
     return lines

@@ -14,7 +14,7 @@ model calls, memo hits, most in flight, the busy window) and ``POST /stats/reset
 "schema": ...}``) and, as vLLM and llama-server do, in OpenAI's ``json_schema`` shape.
 Unlike llama_cpp.server, ``max_completion_tokens`` is honoured when ``max_tokens`` is absent.
 
-    python tests/servers/latency_server.py --latency 0.3 --port 8000 [--memo memo.json]
+    python tests/servers/latency_server.py --latency 0.3 --port 8000 [--memo memo.jsonl]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from llama_cpp import Llama
 
@@ -93,8 +93,25 @@ def memo_key(body: dict[str, Any]) -> str:
     return json.dumps({k: v for k, v in body.items() if k != "stream"}, sort_keys=True, separators=(",", ":"))
 
 
+def read_memo(path: Path, digest: str) -> dict[str, dict[str, Any]] | None:
+    """The answers in a memo file (JSON Lines, a header naming the weights first); None if absent or other weights."""
+    if not path.is_file():
+        return None
+    lines = path.read_text().splitlines()
+    if not lines or json.loads(lines[0]).get("model") != digest:
+        return None
+    answers = {}
+    for line in lines[1:]:
+        try:
+            entry = json.loads(line)
+        except ValueError:  # a line cut short by a killed run
+            continue
+        answers[entry["key"]] = entry["answer"]
+    return answers
+
+
 class MemoModel:
-    """The real model behind one lock, its answers memoized by request content."""
+    """The real model behind one lock, its answers memoized by request content (and appended to a file)."""
 
     def __init__(self, path: Path, n_ctx: int = N_CTX) -> None:
         self.path = path
@@ -102,6 +119,16 @@ class MemoModel:
         self.llm = Llama(model_path=str(path), n_ctx=n_ctx, seed=0, verbose=False)
         self.lock = threading.Lock()
         self.memo: dict[str, dict[str, Any]] = {}
+        self._file: IO[str] | None = None
+
+    def attach(self, memo: Path) -> int:
+        """Load the answers saved in ``memo`` and append each new one there; how many were loaded."""
+        saved = read_memo(memo, self.digest)
+        if saved is None:  # a new file, or answers from other weights: start over
+            memo.write_text(json.dumps({"model": self.digest}) + "\n")
+        self.memo.update(saved or {})
+        self._file = memo.open("a")
+        return len(saved or {})
 
     def answer(self, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """The model's answer to ``body`` and whether it came from the memo."""
@@ -113,29 +140,17 @@ class MemoModel:
                 return self.memo[key], True
             answer: dict[str, Any] = self.llm.create_chat_completion(**completion_kwargs(body))
             self.memo[key] = answer
+            if self._file is not None:  # written at once: a run killed later keeps what it paid for
+                self._file.write(json.dumps({"key": key, "answer": answer}) + "\n")
+                self._file.flush()
         return answer, False
 
-    def save(self, path: Path) -> None:
-        """Write the memo to ``path`` (temp file and rename), tagged with the weights' digest."""
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({"model": self.digest, "answers": self.memo}))
-        tmp.replace(path)
-
-    def load(self, path: Path) -> int:
-        """Add the answers saved at ``path`` if they came from these weights; how many were added."""
-        if not path.is_file():
-            return 0
-        saved = json.loads(path.read_text())
-        if saved.get("model") != self.digest:
-            return 0
-        before = len(self.memo)
-        self.memo.update(saved.get("answers") or {})
-        return len(self.memo) - before
-
     def close(self) -> None:
-        """Free the model."""
+        """Free the model and close the memo file."""
         with self.lock:
             self.llm.close()
+            if self._file is not None:
+                self._file.close()
 
 
 @dataclass
@@ -307,10 +322,10 @@ class Handler(BaseHTTPRequestHandler):
 @contextmanager
 def serve(latency: float = DEFAULT_LATENCY, *, alias: str = ALIAS, model: Path | None = None,
           n_ctx: int = N_CTX, memo: Path | None = None, record: bool = False) -> Iterator[LatencyServer]:
-    """Run the server in a thread on a free loopback port; ``memo`` is loaded first and saved after."""
+    """Run the server in a thread on a free loopback port; ``memo`` (JSON Lines) keeps answers across runs."""
     memo_model = MemoModel(model or gguf_path(), n_ctx)
     if memo is not None:
-        memo_model.load(memo)
+        memo_model.attach(memo)
     server = LatencyServer(memo_model, latency, alias, record=record)
     thread = threading.Thread(target=server.serve_forever, name="latency-server", daemon=True)
     thread.start()
@@ -319,8 +334,6 @@ def serve(latency: float = DEFAULT_LATENCY, *, alias: str = ALIAS, model: Path |
     finally:
         server.shutdown()
         server.server_close()
-        if memo is not None:
-            memo_model.save(memo)
         memo_model.close()
 
 
@@ -331,10 +344,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=DEFAULT_LATENCY, help="seconds added to every answer")
     parser.add_argument("--alias", default=ALIAS, help="the model name /v1/models lists")
     parser.add_argument("--model", type=Path, default=None, help="GGUF file (default: SmolLM2-135M)")
-    parser.add_argument("--memo", type=Path, default=None, help="JSON file of answers to load and save")
+    parser.add_argument("--memo", type=Path, default=None, help="JSON Lines file of answers to load and extend")
     args = parser.parse_args(argv)
     memo_model = MemoModel(args.model or gguf_path())
-    loaded = memo_model.load(args.memo) if args.memo else 0
+    loaded = memo_model.attach(args.memo) if args.memo else 0
     server = LatencyServer(memo_model, args.latency, args.alias, args.port)
     print(f"latency server ({args.latency:g} s, {loaded} memoized answers) on {server.base_url}", flush=True)
     try:
@@ -343,8 +356,7 @@ def main(argv: list[str] | None = None) -> None:
         pass
     finally:
         server.server_close()
-        if args.memo:
-            memo_model.save(args.memo)
+        memo_model.close()
 
 
 if __name__ == "__main__":
