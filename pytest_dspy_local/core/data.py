@@ -2,6 +2,11 @@
 
 Rows stay plain dicts here (no DSPy import); each remembers where it came from
 so that every error and report can name the file and line.
+
+A data file is read line by line (JSONL, CSV) and hashed as it is read: its text is never
+held whole, and with ``limit`` (``max_examples``) only that many rows are kept, so a 100 MB
+file costs the rows evaluated, not the file. Every line is still checked (decoded and
+parsed), so a bad row anywhere names its line. YAML is one document and is parsed whole.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,9 +41,11 @@ class Dataset:
     sha256: str
 
     @classmethod
-    def from_file(cls, path: Path) -> Dataset:
-        """Load a data file."""
-        return cls(load_file(path), path.name, hashlib.sha256(path.read_bytes()).hexdigest())
+    def from_file(cls, path: Path, limit: int | None = None) -> Dataset:
+        """Load a data file, keeping its first ``limit`` rows (all when None); the digest covers the whole file."""
+        digest = hashlib.sha256()
+        rows = load_file(path, limit, digest)
+        return cls(rows, path.name, digest.hexdigest())
 
     @classmethod
     def from_fixture(cls, name: str, value: Any) -> Dataset:
@@ -53,47 +60,67 @@ def data_files(module_path: Path) -> list[Path]:
     return [p for s in DATA_SUFFIXES if (p := module_path.with_suffix(s)).is_file()]
 
 
-def load_file(path: Path) -> list[Row]:
-    """Read a .jsonl, .csv or .yaml data file; errors name the file and line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        line = exc.object.count(b"\n", 0, exc.start) + 1
-        raise PromptError(
-            f"{path}:{line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}: {exc.reason}); "
-            "save the file as UTF-8"
-        ) from None
-    loader = {".jsonl": _jsonl, ".csv": _csv}.get(path.suffix, _yaml)
-    rows = loader(path, text)
+def load_file(path: Path, limit: int | None = None, digest: Any = None) -> list[Row]:
+    """Read a .jsonl, .csv or .yaml data file (its first ``limit`` rows); errors name the file and line.
+
+    ``digest`` (a hashlib object), when given, is fed every byte of the file as it is read.
+    """
+    digest = digest if digest is not None else hashlib.sha256()
+    with path.open("rb") as handle:
+        lines = _text_lines(path, handle, digest)
+        if path.suffix == ".jsonl":
+            rows = _first(_jsonl(path, lines), limit)
+        elif path.suffix == ".csv":
+            rows = _first(_csv(path, lines), limit)
+        else:
+            rows = _first(iter(_yaml(path, "".join(lines))), limit)
     if not rows:
         raise PromptError(f"{path}: no examples; add at least one row")
     return rows
 
 
-def _jsonl(path: Path, text: str) -> list[Row]:
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
+def _text_lines(path: Path, handle: Any, digest: Any) -> Iterator[str]:
+    """The file's lines as text (line endings kept), hashing the bytes as they go by."""
+    for number, raw in enumerate(handle, start=1):
+        digest.update(raw)
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PromptError(
+                f"{path}:{number}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}: {exc.reason}); "
+                "save the file as UTF-8"
+            ) from None
+
+
+def _first(rows: Iterator[Row], limit: int | None) -> list[Row]:
+    """The first ``limit`` rows; the rest are still read (checked and hashed) but not kept."""
+    kept: list[Row] = []
+    for row in rows:
+        if limit is None or len(kept) < limit:
+            kept.append(row)
+    return kept
+
+
+def _jsonl(path: Path, lines: Iterable[str]) -> Iterator[Row]:
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
             raise PromptError(f"{path}:{number}: not valid JSON ({exc.msg}); fix or remove the line") from None
-        rows.append(_row(value, f"{path.name}:{number}", f"{path}:{number}"))
-    return rows
+        yield _row(value, f"{path.name}:{number}", f"{path}:{number}")
 
 
-def _csv(path: Path, text: str) -> list[Row]:
-    reader = csv.DictReader(text.splitlines())
+def _csv(path: Path, lines: Iterable[str]) -> Iterator[Row]:
+    reader = csv.DictReader(lines)
     if not reader.fieldnames:
-        return []
-    rows = []
+        return
     for record in reader:
         where = f"{path}:{reader.line_num}"
         if None in record or any(v is None for v in record.values()):
             raise PromptError(f"{where}: the row has a different number of fields than the header; fix the row")
-        rows.append(Row(dict(record), f"{path.name}:{reader.line_num}"))
-    return rows
+        yield Row(dict(record), f"{path.name}:{reader.line_num}")
 
 
 def _yaml(path: Path, text: str) -> list[Row]:

@@ -22,22 +22,39 @@ def _file_mode() -> int:
     return 0o666 & ~umask
 
 
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` naming ``path``: a failed write names no file, a failed mkstemp names a temp file the user never saw."""
+    return OSError(exc.errno, exc.strerror or str(exc), str(path))
+
+
 def write_atomically(files: Mapping[Path, bytes]) -> None:
-    """Write every file through a temp file, then rename them all: no half-written file."""
+    """Write every file through a temp file, then rename them all: no half-written file, no temp file left.
+
+    An ``OSError`` names the file (or its directory, when no temp file can be made there).
+    """
     staged: list[tuple[Path, str]] = []
     mode = _file_mode()
     try:
         for path, content in files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            os.fchmod(fd, mode)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
-                handle.flush()
-                os.fsync(handle.fileno())
-            staged.append((path, tmp))
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            except OSError as exc:
+                raise _naming(exc, path.parent) from None
+            staged.append((path, tmp))  # before writing: a write that fails (disk full) still removes it
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    os.fchmod(handle.fileno(), mode)
+                    handle.write(content)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except OSError as exc:
+                raise _naming(exc, path) from None
         for path, tmp in staged:
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                raise _naming(exc, path) from None
     finally:
         for _, tmp in staged:
             if os.path.exists(tmp):

@@ -23,6 +23,7 @@ atomically (temp file + rename), so a killed run leaves the old snapshot intact.
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -82,19 +83,50 @@ def program_bytes(program: dspy.Module) -> bytes:
         return path.read_bytes()
 
 
+PLUGIN = "pytest-dspy-local"
+# How to make a damaged snapshot file whole again; re-recording needs the bad file gone first.
+RESTORE = "restore it from git, or delete it and record a new one with `pytest {how}`"
+
+
 def read_baseline(paths: SnapshotPaths) -> dict[str, Any] | None:
-    """The stored baseline, or None when there is none."""
+    """The stored baseline, or None when there is none; one written by a newer plugin release is refused."""
     if not paths.baseline.is_file():
         return None
+    fix = RESTORE.format(how="--dspy-update-baseline")
     try:
         value = json.loads(paths.baseline.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise PromptError(
-            f"{paths.baseline}: not valid JSON ({exc}); restore it from git or re-run --optimize"
-        ) from None
+        raise PromptError(f"{paths.baseline}: not valid JSON ({exc}); {fix}") from None
     if not isinstance(value, dict):
-        raise PromptError(f"{paths.baseline}: not a baseline file; restore it from git or re-run --optimize")
+        raise PromptError(f"{paths.baseline}: not a baseline file; {fix}")
+    check_written_by(paths.baseline, value)
     return value
+
+
+def _release(text: str) -> tuple[int, int] | None:
+    """A version's (major, minor), or None when it does not start like ``1.2``."""
+    match = re.match(r"(\d+)\.(\d+)", text)
+    return None if match is None else (int(match[1]), int(match[2]))
+
+
+def check_written_by(path: Path, baseline: Mapping[str, Any]) -> None:
+    """Refuse a snapshot from a newer major or minor release: its files may mean what this one cannot read.
+
+    Patch releases never change the snapshot files, so colleagues on 0.1.0 and 0.1.1 share them.
+    """
+    written_with = baseline.get("versions")
+    recorded = written_with.get(PLUGIN) if isinstance(written_with, dict) else None
+    if not isinstance(recorded, str):
+        return
+    from importlib.metadata import version
+
+    running = version(PLUGIN)
+    then, now = _release(recorded), _release(running)
+    if then is not None and now is not None and then > now:
+        raise PromptError(
+            f"{path}: written by {PLUGIN} {recorded}, newer than this {running}; "
+            f"upgrade the plugin (pip install -U {PLUGIN}) to read this snapshot"
+        )
 
 
 def load_into(program: dspy.Module, paths: SnapshotPaths, baseline: Mapping[str, Any] | None) -> bool:
@@ -109,6 +141,10 @@ def load_into(program: dspy.Module, paths: SnapshotPaths, baseline: Mapping[str,
             f"{paths.program}: the snapshot was made for a program of another shape "
             f"(saved {baseline.get('shape')}, now {program_shape(program)}); re-run `pytest --optimize`"
         )
+    try:
+        json.loads(paths.program.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PromptError(f"{paths.program}: not valid JSON ({exc}); {RESTORE.format(how='--optimize')}") from None
     try:
         program.load(str(paths.program))
     except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:

@@ -104,7 +104,8 @@ class PromptItem(pytest.Function):
                 f"{self.path}: no evaluation data; add {self.path.with_suffix('.jsonl').name} "
                 f"(or .csv/.yaml) beside it, or a fixture named {fixture!r}"
             )
-        dataset = data.Dataset.from_file(files[0]) if files else data.Dataset.from_fixture(fixture, value)
+        limit = self.config.stash[STATE_KEY].settings_for(spec.name).max_examples  # a big file: keep only these rows
+        dataset = data.Dataset.from_file(files[0], limit) if files else data.Dataset.from_fixture(fixture, value)
         data.check_inputs(dataset.rows, spec.inputs, str(self.path))
         return dataset
 

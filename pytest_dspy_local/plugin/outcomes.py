@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NoReturn
@@ -26,13 +27,24 @@ def stopping_on_usage_errors() -> Iterator[None]:
         raise pytest.UsageError(str(exc)) from None
 
 
+# What to do about a file that cannot be written, by errno; anything else: fix the path.
+WRITE_FIXES = {
+    errno.ENOSPC: "free disk space and run again",
+    errno.EDQUOT: "free disk space (the disk quota is full) and run again",
+    errno.EACCES: "make it writable and run again",
+    errno.EPERM: "make it writable (chmod u+w; chattr -i if it is immutable) and run again",
+    errno.EROFS: "it is on a read-only file system: write it elsewhere or remount that writable",
+}
+
+
 @contextmanager
 def stopping_on_write_errors() -> Iterator[None]:
     """A report or snapshot that cannot be written stops the run naming the file."""
     try:
         yield
     except OSError as exc:
-        raise pytest.UsageError(f"dspy-local: cannot write {exc.filename} ({exc.strerror}); fix the path") from None
+        fix = WRITE_FIXES.get(exc.errno or 0, "fix the path")
+        raise pytest.UsageError(f"dspy-local: cannot write {exc.filename} ({exc.strerror}); {fix}") from None
 
 
 def failure_text(error: BaseException) -> str | None:
