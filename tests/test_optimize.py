@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -318,3 +319,31 @@ def test_a_separate_proposal_model_is_one_setting_away(pytester: pytest.Pytester
         "optimization"]
     assert optimization["prompt_model"]["digest"] == file_digest(proposer)
     assert optimization["prompt_model"]["digest"] != file_digest(default_model_path())
+
+
+def test_program_file_from_another_write_is_reported_as_an_incomplete_snapshot(
+    pytester: pytest.Pytester, optimized: pytest.RunResult
+) -> None:
+    # What a run killed between the snapshot's renames leaves: a program file the baseline was not recorded with.
+    program = pytester.path / "__prompt_snapshots__/prompt_code.program.json"
+    state = json.loads(program.read_text())
+    state["demos"] = state["demos"][:1]
+    program.write_text(json.dumps(state, indent=2) + "\n")
+    result = pytester.runpytest()
+    result.stdout.fnmatch_lines(["*snapshot stale (snapshot incomplete: prompt_code.program.json is not the program "
+                                 "prompt_code.baseline.json was recorded with (an interrupted --optimize?)); "
+                                 "`pytest --optimize=stale` re-optimizes it"])
+
+
+def test_temp_files_of_a_killed_write_are_removed_by_the_next(tmp_path: Path) -> None:
+    from pytest_dspy_local.core.files import STALE_TEMP_SECONDS, write_atomically
+
+    target = tmp_path / "prompt_code.baseline.json"
+    old, fresh = tmp_path / ".prompt_code.baseline.json.ab12cd.tmp", tmp_path / ".prompt_code.baseline.json.ef34.tmp"
+    old.write_text("{")
+    fresh.write_text("{")  # another run may be writing this one right now
+    long_ago = time.time() - STALE_TEMP_SECONDS - 60
+    os.utime(old, (long_ago, long_ago))
+    write_atomically({target: b"{}\n"})
+    assert target.read_bytes() == b"{}\n"
+    assert not old.exists() and fresh.exists()

@@ -22,6 +22,7 @@ atomically (temp file + rename), so a killed run leaves the old snapshot intact.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import tempfile
@@ -258,12 +259,29 @@ def snapshot_files(recording: Recording, paths: SnapshotPaths, previous: Mapping
         document["history"] = history(previous, {**document, "optimization": None})
     else:
         document["history"] = history(previous, document)
-    files = {paths.baseline: stable_json(document).encode()}
+    files: dict[Path, bytes] = {}
     if outcome is not None:
         inputs = outcome.render_inputs
         files[paths.program] = program_bytes(spec.program)
         files[paths.prompt] = render_prompt(spec.name, spec.program, inputs).encode()
+    # The baseline is renamed last and names the program file it goes with: a run killed between
+    # the renames leaves a pair that snapshot_mismatch() reports, never a silent mix.
+    program = files.get(paths.program) or (paths.program.read_bytes() if paths.program.is_file() else None)
+    if program is not None:
+        document["program_file_sha256"] = hashlib.sha256(program).hexdigest()
+    files[paths.baseline] = stable_json(document).encode()
     return files
+
+
+def snapshot_mismatch(paths: SnapshotPaths, baseline: Mapping[str, Any] | None) -> str | None:
+    """Why the program file is not the one the baseline was recorded with (an interrupted write), if so."""
+    recorded = (baseline or {}).get("program_file_sha256")
+    if not recorded or not paths.program.is_file():
+        return None
+    if hashlib.sha256(paths.program.read_bytes()).hexdigest() == recorded:
+        return None
+    return (f"snapshot incomplete: {paths.program.name} is not the program {paths.baseline.name} was recorded "
+            "with (an interrupted --optimize?)")
 
 
 def prompt_texts(spec: PromptSpec, dataset: Dataset, paths: SnapshotPaths) -> PromptTexts:

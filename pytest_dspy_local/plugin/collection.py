@@ -36,6 +36,7 @@ from pytest_dspy_local.core.snapshot import (
     prompt_texts,
     read_baseline,
     recorded_provenance,
+    snapshot_mismatch,
 )
 from pytest_dspy_local.core.spec import check_declared, declared_names, load_spec, prompt_name
 from pytest_dspy_local.core.transfer import check, loss_message, provenance_entry, transfer_rows
@@ -126,7 +127,8 @@ class PromptItem(pytest.Function):
         paths = SnapshotPaths.for_module(self.path)
         baseline = read_baseline(paths)
         current = state.provenance(spec, dataset, written)
-        stale, notes = self._staleness(state, recorded_provenance(paths, baseline), current)
+        stale, notes = self._staleness(state, recorded_provenance(paths, baseline), current,
+                                       snapshot_mismatch(paths, baseline))
         outcome = self._optimize_or_load(state, spec, dataset, paths, baseline, stale)
         total = len(state.prompt_rows(spec, dataset.rows)) * state.settings_for(spec.name).repeats
         evaluation = state.evaluate(spec, dataset.rows, progress_for(self.config, self.name, total))
@@ -183,9 +185,11 @@ class PromptItem(pytest.Function):
         )
 
     @staticmethod
-    def _staleness(state: RunState, recorded: Provenance | None, current: Provenance) -> tuple[list[str], list[str]]:
+    def _staleness(
+        state: RunState, recorded: Provenance | None, current: Provenance, mismatch: str | None
+    ) -> tuple[list[str], list[str]]:
         """Why the snapshot is stale (empty: fresh), and the notes that say so."""
-        stale = staleness(recorded, current)
+        stale = staleness(recorded, current) + ([mismatch] if mismatch else [])
         notes = [staleness_note(stale, state.flags.optimize), versions_note(version_changes(recorded, current))]
         return stale, [n for n in notes if n is not None]
 

@@ -22,6 +22,9 @@ from pytest_dspy_local.plugin.state import STATE_KEY, RunState
 # Everything else is imported where it is used: a run without prompt modules imports
 # little beyond this module (bench/bench_overhead.py measures it).
 
+NOT_A_PROMPT = "defines neither `program` nor `metric`"
+PROMPT_REPORTS = "dspy_local_prompt_reports"
+
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     """Declare the plugin's own hooks."""
@@ -34,7 +37,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Resolve and check every setting (a bad one stops the run), then register the run state."""
+    """Resolve and check every setting (a bad one stops the run), then keep the run state."""
     from pytest_dspy_local.plugin import backends, checks
 
     with stopping_on_usage_errors():
@@ -42,7 +45,6 @@ def pytest_configure(config: pytest.Config) -> None:
         checks.check_run(run)
     state = RunState(config, run)
     config.stash[STATE_KEY] = state
-    config.pluginmanager.register(state, "dspy_local_state")
     if run.flags.clear_cache and not hasattr(config, "workerinput"):
         state.clear_cache()
     config.pluginmanager.register(backends, "dspy_local_backends")
@@ -62,23 +64,48 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
         state.snapshot_files.add(file_path)
     if file_path.suffix != ".py" or not any(fnmatch(file_path.name, p) for p in state.settings.prompt_files):
         return None
+    from pytest_dspy_local.core.spec import declared_names
+
+    if not declared_names(file_path):  # a look-alike (prompt_templates.py): skip it without importing collection
+        state.skipped.append((file_path, NOT_A_PROMPT))
+        return None
     from pytest_dspy_local.plugin.collection import make_collector
 
-    return make_collector(parent, file_path)
+    collector = make_collector(parent, file_path)
+    if collector is not None:
+        watch_prompt_reports(parent.config)
+    return collector
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_setupnodes(config: pytest.Config, specs: Any) -> None:
+    """xdist controller: prompt items' reports come from the workers, so watch reports from the start."""
+    watch_prompt_reports(config)
+
+
+def watch_prompt_reports(config: pytest.Config) -> None:
+    """Register the per-test hooks once prompt items may report; until then ordinary tests pay nothing for them."""
+    if not config.pluginmanager.has_plugin(PROMPT_REPORTS):
+        config.pluginmanager.register(config.stash[STATE_KEY], "dspy_local_state")
+        config.pluginmanager.register(PromptReports(), PROMPT_REPORTS)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Write snapshots, the receipt and the reports once (an xdist worker hands its share to the controller)."""
-    from pytest_dspy_local.plugin import xdist
-
     state = session.config.stash[STATE_KEY]
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:
+        from pytest_dspy_local.plugin import xdist
+
         workeroutput[xdist.KEY] = xdist.handover(state)
         return
     with stopping_on_write_errors():
         state.flush_snapshots()
+        if state.flags.update_baseline or state.flags.optimize is not None:
+            state.delete_unused_snapshots()
         state.write_reports()
+    if state.settings.strict_snapshots and state.unused_snapshots() and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -91,8 +118,10 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
 
 def pytest_report_header(config: pytest.Config) -> str:
     """Name the configured backend and model."""
+    from pytest_dspy_local.models.backends.builtin import resolve_backend_name
+
     state = config.stash[STATE_KEY]
-    backend = state.models.backend_name()
+    backend = resolve_backend_name(state.settings)  # what state.models.backend_name() says, without the models
     where = f" at {state.settings.base_url}" if state.settings.base_url else ""
     return f"dspy-local: backend {backend}, model {state.settings.model}{where}"
 
@@ -113,43 +142,46 @@ def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Ite
     return lines
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Carry a prompt item's result on its report (xdist sends reports to the controller)."""
-    report = yield
-    if getattr(item, "is_prompt_item", False):
-        # Plain attributes: pytest serializes a report's __dict__ for xdist and restores it.
-        setattr(report, "dspy_prompt", True)  # noqa: B010
-        result = getattr(item, "dspy_result", None)
-        if call.when == "call" and result is not None:
-            setattr(report, "dspy_result", result)  # noqa: B010
-    return report
+class PromptReports:
+    """Per-test hooks for prompt items' reports, registered by ``watch_prompt_reports`` (with the run state's)."""
 
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        """Carry a prompt item's result on its report (xdist sends reports to the controller)."""
+        report = yield
+        if getattr(item, "is_prompt_item", False):
+            # Plain attributes: pytest serializes a report's __dict__ for xdist and restores it.
+            setattr(report, "dspy_prompt", True)  # noqa: B010
+            result = getattr(item, "dspy_result", None)
+            if call.when == "call" and result is not None:
+                setattr(report, "dspy_result", result)  # noqa: B010
+        return report
 
-def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
-    """Show each prompt's score with -v."""
-    props = dict(getattr(report, "user_properties", ()))
-    if report.when != "call" or "dspy_score" not in props:
-        return None
-    from pytest_dspy_local.report.terminal import status_word
+    def pytest_report_teststatus(self, report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
+        """Show each prompt's score with -v."""
+        props = dict(getattr(report, "user_properties", ()))
+        if report.when != "call" or "dspy_score" not in props:
+            return None
+        from pytest_dspy_local.report.terminal import status_word
 
-    outcome = "passed" if report.passed else "failed"
-    return outcome, "." if report.passed else "F", status_word(report.passed, props)
+        outcome = "passed" if report.passed else "failed"
+        return outcome, "." if report.passed else "F", status_word(report.passed, props)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     """One line per evaluated prompt and the model-call count."""
     state = config.stash[STATE_KEY]
-    if hasattr(config, "workerinput") or not (state.results or state.written or state.unused_snapshots()):
+    if hasattr(config, "workerinput") or not (state.results or state.written or state.unused_snapshots()
+                                              or state.deleted):
         return
     from pytest_dspy_local.report.terminal import snapshot_lines, summary_lines
 
     terminalreporter.section("dspy-local")
     for line in summary_lines(state.results, *state.call_totals()):
         terminalreporter.write_line(line)
-    for line in snapshot_lines(state.written, state.unused_snapshots()):
+    for line in snapshot_lines(state.written, state.unused_snapshots(), state.deleted, state.settings.strict_snapshots):
         terminalreporter.write_line(line)
 
 

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pytest_dspy_local.core.files import stable_json, write_atomically
-from pytest_dspy_local.core.results import Traffic
 from pytest_dspy_local.errors import PromptError, UsageError
 from pytest_dspy_local.privacy.egress import BlockedAttempt, EgressGuard
 
 if TYPE_CHECKING:
+    from pytest_dspy_local.core.results import Traffic
     from pytest_dspy_local.core.settings import Settings
 
 
@@ -172,6 +172,8 @@ class Auditor:
     def audited(self, nodeid: str) -> Iterator[ItemAudit]:
         """Run a block under the egress guard; record its receipt entry; fail it on a blocked attempt."""
         guard, before, calls_before, error = self.guard(), self.models.counters(), self.models.calls_by_endpoint(), None
+        from pytest_dspy_local.core.results import Traffic  # imported here: a run without prompts never needs it
+
         entry = ItemAudit(nodeid, {}, Traffic(), [])
         try:
             with guard.active(nodeid):
