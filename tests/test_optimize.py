@@ -329,7 +329,7 @@ def test_program_file_from_another_write_is_reported_as_an_incomplete_snapshot(
     state = json.loads(program.read_text())
     state["demos"] = state["demos"][:1]
     program.write_text(json.dumps(state, indent=2) + "\n")
-    result = pytester.runpytest()
+    result = pytester.runpytest(BOOTSTRAP)
     result.stdout.fnmatch_lines(["*snapshot stale (snapshot incomplete: prompt_code.program.json is not the program "
                                  "prompt_code.baseline.json was recorded with (an interrupted --optimize?)); "
                                  "`pytest --optimize=stale` re-optimizes it"])
