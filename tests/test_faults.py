@@ -492,6 +492,8 @@ BAD_SETTINGS = {
     "allow_hosts": ("[1]", "allow_hosts must be a list of hosts such as [\"gpu-box.lan\", \"10.0.0.0/8\"], got [1]"),
     "cache_dir": ('""', "cache_dir must be a non-empty string, got ''"),
     "strict_model": ('"perhaps"', "strict_model must be true or false, got 'perhaps'"),
+    "strict_snapshots": ('"sometimes"', "strict_snapshots must be true or false, got 'sometimes'"),
+    "require_transfer": ("2", "require_transfer must be true or false, got 2"),
     "alpha": ("0", "alpha must be between 0 and 1 (exclusive), got 0"),
     "min_delta": ("-0.1", "min_delta must be between 0 and 1, got -0.1"),
     "repeats": ("0", "repeats must be at least 1, got 0"),
@@ -519,7 +521,7 @@ def test_bad_setting_in_pyproject_stops_the_run_naming_it(pytester: pytest.Pytes
          "{pyproject} [tool.dspy_local.prompts.sentiment] max_tokens must be at least 1, got 0"),
         ("[tool.dspy_local.prompts.sentiment]\nmodel = 'x'",
          "{pyproject}: unknown key 'model' in [tool.dspy_local.prompts.sentiment]; known keys: alpha, concurrency, "
-         "max_examples, max_tokens, min_delta, repeats, seed, temperature, threshold"),
+         "max_examples, max_tokens, min_delta, repeats, require_transfer, seed, temperature, threshold"),
         ("--dspy-allow-hosts=10.0.0.0/33",
          "allow_hosts: allowed host '10.0.0.0/33': not a valid CIDR network such as 10.0.0.0/8; fix it in "
          "[tool.dspy_local] allow_hosts, DSPY_LOCAL_ALLOW_HOSTS or --dspy-allow-hosts (or the model's base_url)"),
