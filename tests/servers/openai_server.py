@@ -7,7 +7,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -28,14 +28,15 @@ def free_port() -> int:
         return port
 
 
-def command(model: Path, port: int, alias: str) -> list[str]:
-    """The server's command line."""
+def command(model: Path, port: int, alias: str, n_ctx: int = 4096, extra: Sequence[str] = ()) -> list[str]:
+    """The server's command line (``extra``: more options, e.g. a chat format)."""
     return [
         sys.executable, "-m", "llama_cpp.server",
         "--model", str(model),
+        *extra,
         "--host", "127.0.0.1",
         "--port", str(port),
-        "--n_ctx", "4096",
+        "--n_ctx", str(n_ctx),
         # One thread: on 2 shared cores the server's default (2 for prompt processing) ran a
         # request 5-10x slower under load than 1 thread does.
         "--n_threads", "1",
@@ -76,13 +77,16 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def serve(model: Path | None = None, alias: str = ALIAS, timeout: float = START_TIMEOUT) -> Iterator[str]:
+def serve(
+    model: Path | None = None, alias: str = ALIAS, timeout: float = START_TIMEOUT, n_ctx: int = 4096,
+    extra: Sequence[str] = (),
+) -> Iterator[str]:
     """Start ``python -m llama_cpp.server``; yields its base URL (ending in ``/v1``)."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
     # stderr goes to a file: uvicorn logs every request, and a full pipe would stall the server.
     with tempfile.TemporaryFile() as log:
-        argv = command(model or default_model_path(), port, alias)
+        argv = command(model or default_model_path(), port, alias, n_ctx, extra)
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         try:
             wait_ready(proc, base_url, log, timeout)

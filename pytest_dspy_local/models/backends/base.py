@@ -73,6 +73,19 @@ class ChatRequest:
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
 
+    def sampling(self) -> dict[str, Any]:
+        """Every sampling setting under llama.cpp's names (each backend adds what its API calls differently)."""
+        return {
+            "temperature": self.temperature,
+            "seed": self.seed,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "min_p": self.min_p,
+            "repeat_penalty": self.repeat_penalty,
+            "frequency_penalty": self.frequency_penalty,
+            "presence_penalty": self.presence_penalty,
+        }
+
 
 @dataclass(frozen=True)
 class ChatResult:

@@ -120,14 +120,7 @@ class EmbeddedBackend:
         kwargs: dict[str, Any] = {
             "messages": list(request.messages),
             "max_tokens": request.max_tokens,
-            "temperature": request.temperature,
-            "seed": request.seed,
-            "top_p": request.top_p,
-            "top_k": request.top_k,
-            "min_p": request.min_p,
-            "repeat_penalty": request.repeat_penalty,
-            "frequency_penalty": request.frequency_penalty,
-            "presence_penalty": request.presence_penalty,
+            **request.sampling(),
         }
         if request.schema is not None:
             kwargs["response_format"] = {"type": "json_object", "schema": request.schema}

@@ -32,17 +32,7 @@ CONTEXT_FIX = f"give the model a larger context (OLLAMA_CONTEXT_LENGTH=8192 olla
 
 def ollama_options(request: ChatRequest) -> dict[str, Any]:
     """Ollama's ``options``, every sampling setting explicit: its own top_p 0.9, min_p 0, repeat_penalty 1.1 differ."""
-    return {
-        "num_predict": request.max_tokens,
-        "temperature": request.temperature,
-        "seed": request.seed,
-        "top_p": request.top_p,
-        "top_k": request.top_k,
-        "min_p": request.min_p,
-        "repeat_penalty": request.repeat_penalty,
-        "frequency_penalty": request.frequency_penalty,
-        "presence_penalty": request.presence_penalty,
-    }
+    return {"num_predict": request.max_tokens, **request.sampling()}
 
 
 def ollama_url(raw: str) -> str:

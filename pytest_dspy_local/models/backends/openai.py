@@ -41,15 +41,7 @@ def sampling(request: ChatRequest) -> dict[str, Any]:
     llama.cpp's servers and LM Studio read ``repeat_penalty``, vLLM ``repetition_penalty``
     (each ignores the other's name); ``top_k`` and ``min_p`` are extensions all of them honour.
     """
-    return {
-        "top_p": request.top_p,
-        "top_k": request.top_k,
-        "min_p": request.min_p,
-        "repeat_penalty": request.repeat_penalty,
-        "repetition_penalty": request.repeat_penalty,
-        "frequency_penalty": request.frequency_penalty,
-        "presence_penalty": request.presence_penalty,
-    }
+    return {**request.sampling(), "repetition_penalty": request.repeat_penalty}
 
 
 def error_text(response: httpx.Response) -> str:
@@ -196,8 +188,6 @@ class OpenAIBackend:
             "model": self.model,
             "messages": list(request.messages),
             "max_tokens": request.max_tokens,
-            "temperature": request.temperature,
-            "seed": request.seed,
             **sampling(request),
             "stream": False,
         }
