@@ -38,7 +38,7 @@ from pytest_dspy_local.core.snapshot import (
     recorded_provenance,
     snapshot_mismatch,
 )
-from pytest_dspy_local.core.spec import check_declared, declared_names, load_spec, prompt_name
+from pytest_dspy_local.core.spec import check_declared, load_spec, prompt_name
 from pytest_dspy_local.core.transfer import check, loss_message, provenance_entry, transfer_rows
 from pytest_dspy_local.errors import PromptError, PromptFailure
 from pytest_dspy_local.plugin.outcomes import failure_text
@@ -269,13 +269,3 @@ def verdict(score: float, threshold: float | None) -> list[str]:
     if not 0.0 <= threshold <= 1.0:
         reasons.append(f"threshold {threshold} is outside [0, 1], so no mean metric can meet it; set one in [0, 1]")
     return reasons
-
-
-def make_collector(parent: pytest.Collector, path: Path) -> PromptModule | None:
-    """A PromptModule for ``path``, or None (remembered) when it is not a prompt module."""
-    state = parent.config.stash[STATE_KEY]
-    names = declared_names(path)
-    if not names:
-        state.skipped.append((path, "defines neither `program` nor `metric`"))
-        return None
-    return PromptModule.from_parent(parent, path=path)

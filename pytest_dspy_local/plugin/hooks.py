@@ -69,12 +69,10 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     if not declared_names(file_path):  # a look-alike (prompt_templates.py): skip it without importing collection
         state.skipped.append((file_path, NOT_A_PROMPT))
         return None
-    from pytest_dspy_local.plugin.collection import make_collector
+    from pytest_dspy_local.plugin.collection import PromptModule
 
-    collector = make_collector(parent, file_path)
-    if collector is not None:
-        watch_prompt_reports(parent.config)
-    return collector
+    watch_prompt_reports(parent.config)
+    return PromptModule.from_parent(parent, path=file_path)
 
 
 @pytest.hookimpl(optionalhook=True)
