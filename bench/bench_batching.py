@@ -20,16 +20,13 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import benchlib
-import httpx
 from benchlib import OptionMissing, Result, per_example, ratio, replay, triage_project, warm_pass
 
 PARALLEL = 4
@@ -64,46 +61,25 @@ def library_dir(binary: Path, tmp: Path) -> Path:
     return links
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextmanager
 def llama_server(binary: Path, model: Path, tmp: Path, threads: int) -> Iterator[str]:
     """Run ``llama-server --parallel 4`` on loopback for the block; yields its base URL."""
+    benchlib.sys_path_for_servers()
+    from servers.openai_server import free_port, stop, wait_ready
+
     port = free_port()
     argv = [str(binary), "-m", str(model), "--parallel", str(PARALLEL), "--host", "127.0.0.1",
             "--port", str(port), "--alias", benchlib.ALIAS, "-c", str(2048 * PARALLEL), "--offline",
             "--no-webui", "--threads", str(threads)]  # fmt: skip
     env = {**os.environ, "LD_LIBRARY_PATH": str(library_dir(binary, tmp))}
-    with (tmp / "llama-server.log").open("wb") as log:
+    with (tmp / "llama-server.log").open("w+b") as log:
         proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         try:
             base_url = f"http://127.0.0.1:{port}/v1"
-            wait_ready(proc, base_url, tmp / "llama-server.log")
+            wait_ready(proc, base_url, log, 120.0, name="llama-server")
             yield base_url
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-
-
-def wait_ready(proc: subprocess.Popen[bytes], base_url: str, log: Path, timeout: float = 120.0) -> None:
-    """Poll ``/models`` until the model is loaded; raise with the log tail if the server dies or stalls."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"llama-server exited {proc.returncode}:\n{log.read_text(errors='replace')[-2000:]}")
-        try:
-            if httpx.get(f"{base_url}/models", timeout=2.0, trust_env=False).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"llama-server did not answer within {timeout:g} s")
+            stop(proc)
 
 
 def plugin_rate(base_url: str, project: Path, concurrency: int | None) -> dict[str, Any]:
@@ -156,11 +132,9 @@ def measure(result: Result, binary: Path, examples: int, threads: int, memo: Pat
 
 def main() -> None:
     """Measure and report, or skip without llama-server."""
-    p = benchlib.parser(__doc__)
-    p.add_argument("--examples", type=int, default=24)
+    p = benchlib.server_parser(__doc__, examples=24)
     p.add_argument("--llama-server", default=None, help="path of the llama-server binary")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="llama-server --threads")
-    p.add_argument("--memo", type=Path, default=None, help="latency-server memo file to reuse across runs")
     args = p.parse_args()
     result = Result("real batching server", f"plugin at concurrency {PARALLEL} vs 1 against llama-server "
                     f"--parallel {PARALLEL} (and a bare httpx client)", "report the ratio; explain it")

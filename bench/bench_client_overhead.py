@@ -15,18 +15,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import benchlib
-from benchlib import Result, bare_pass, pass_figures, ratio, serial_fallback, triage_project, warm_pass
+from benchlib import Result, bare_pass, pass_figures, ratio, serial_fallback, warm_pass
 
 LEVELS = (1, 16)
 
 
 def measure(result: Result, examples: int, latency: float, memo: Path | None) -> None:
     """Warm the server's memo, then time the plugin and the bare client at each level."""
-    benchlib.sys_path_for_servers()
-    from servers.latency_server import serve
-
-    with benchlib.workdir("client") as tmp, serve(latency, memo=memo) as server:
-        project = triage_project(tmp, benchlib.tickets(examples))
+    with benchlib.latency_triage("client", examples, latency, memo) as (server, project):
         bodies = warm_pass(server, project)
         result.figures["requests_per_pass"] = len(bodies)
         for level in LEVELS:
@@ -40,11 +36,7 @@ def measure(result: Result, examples: int, latency: float, memo: Path | None) ->
 
 def main() -> None:
     """Measure and report."""
-    p = benchlib.parser(__doc__)
-    p.add_argument("--examples", type=int, default=48)
-    p.add_argument("--latency", type=float, default=0.3)
-    p.add_argument("--memo", type=Path, default=None, help="server memo file to reuse across runs")
-    args = p.parse_args()
+    args = benchlib.server_parser(__doc__, examples=48, latency=0.3).parse_args()
     result = Result("client overhead", "examples/s: plugin vs bare httpx, same requests, concurrency 1 and 16",
                     ">= 0.9 at both levels")
     result.figures.update(examples=args.examples, latency=args.latency)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import benchlib
-from benchlib import Pass, Result, pass_figures, per_example, ratio, serial_fallback, triage_project, warm_pass
+from benchlib import Pass, Result, pass_figures, per_example, ratio, serial_fallback, warm_pass
 
 LEVELS = (1, 8, 16)
 
@@ -28,11 +28,7 @@ def window(p: Pass | None) -> float | None:
 
 def measure(result: Result, examples: int, latency: float, memo: Path | None) -> None:
     """Warm the memo, then run the plugin at each level and compare with level 1."""
-    benchlib.sys_path_for_servers()
-    from servers.latency_server import serve
-
-    with benchlib.workdir("concurrency") as tmp, serve(latency, memo=memo) as server:
-        project = triage_project(tmp, benchlib.tickets(examples))
+    with benchlib.latency_triage("concurrency", examples, latency, memo) as (server, project):
         warm_pass(server, project)
         passes = {level: serial_fallback(server, project, level, result.notes) for level in LEVELS}
     serial = passes[1]
@@ -48,11 +44,7 @@ def measure(result: Result, examples: int, latency: float, memo: Path | None) ->
 
 def main() -> None:
     """Measure and report."""
-    p = benchlib.parser(__doc__)
-    p.add_argument("--examples", type=int, default=48)
-    p.add_argument("--latency", type=float, default=0.3)
-    p.add_argument("--memo", type=Path, default=None, help="server memo file to reuse across runs")
-    args = p.parse_args()
+    args = benchlib.server_parser(__doc__, examples=48, latency=0.3).parse_args()
     result = Result("concurrency speed-up", "the plugin at concurrency 16 and 8 vs 1, same latency-bound server",
                     ">= 10x at 16; >= 4x with 8 in flight at 8; same results")
     result.figures.update(examples=args.examples, latency=args.latency)

@@ -75,10 +75,8 @@ def rounds(project: Path, llm: Any, bodies: Sequence[dict[str, Any]], count: int
 
 def main() -> None:
     """Measure and report."""
-    p = benchlib.parser(__doc__)
-    p.add_argument("--examples", type=int, default=24)
+    p = benchlib.server_parser(__doc__, examples=24)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--memo", type=Path, default=None, help="latency-server memo file to reuse across runs")
     args = p.parse_args()
     result = Result("embedded limit", "plugin embedded backend vs bare create_chat_completion, same requests",
                     ">= 0.9 of bare throughput")

@@ -94,9 +94,7 @@ def summary(run: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     """Measure and report."""
-    p = benchlib.parser(__doc__)
-    p.add_argument("--latency", type=float, default=0.3)
-    p.add_argument("--memo", type=Path, default=None, help="latency-server memo file to reuse across runs")
+    p = benchlib.server_parser(__doc__, latency=0.3)
     p.add_argument("-k", dest="keyword", default=None, help="optimize only the prompts pytest -k selects")
     args = p.parse_args()
     select = ["-k", args.keyword] if args.keyword else []

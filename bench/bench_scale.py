@@ -76,12 +76,10 @@ def measure(result: Result, mode: str, sizes: list[int], latency: float, concurr
 
 def main() -> None:
     """Measure and report."""
-    p = benchlib.parser(__doc__)
+    p = benchlib.server_parser(__doc__, latency=0.0)
     p.add_argument("--mode", choices=("cache", "server"), default="cache")
     p.add_argument("--sizes", default="100,1000,10000")
-    p.add_argument("--latency", type=float, default=0.0)
     p.add_argument("--concurrency", type=int, default=16)
-    p.add_argument("--memo", type=Path, default=None, help="latency-server memo file to reuse across runs")
     args = p.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     result = Result(f"scale ({args.mode})", f"one prompt at {', '.join(map(str, sizes))} examples",

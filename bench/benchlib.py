@@ -117,9 +117,10 @@ def wait4(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, int, Any]
     raise TimeoutError(f"{proc.args!r} ran longer than {timeout:g} s")
 
 
-def pytest(args: Sequence[str], cwd: Path, python: str = sys.executable, timeout: float = 900.0) -> Run:
+def pytest(args: Sequence[str], cwd: Path, python: str = sys.executable, timeout: float = 900.0,
+           env: dict[str, str] | None = None) -> Run:
     """``python -m pytest ARGS`` in ``cwd``; OptionMissing when it rejects --dspy-concurrency."""
-    done = run([python, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd, timeout=timeout)
+    done = run([python, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd, env=env, timeout=timeout)
     if "unrecognized arguments" in done.output and CONCURRENCY_FLAG in done.output:
         raise OptionMissing(f"pytest rejects {CONCURRENCY_FLAG}: the plugin does not provide it yet")
     if done.returncode not in (0, 1):
@@ -227,6 +228,31 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--json-out", type=Path, default=None, help="write the result as JSON here")
     return p
+
+
+def server_parser(
+    doc: str | None, examples: int | None = None, latency: float | None = None
+) -> argparse.ArgumentParser:
+    """``parser`` plus the latency server's options: --memo, and --examples / --latency where given a default."""
+    p = parser(doc)
+    if examples is not None:
+        p.add_argument("--examples", type=int, default=examples)
+    if latency is not None:
+        p.add_argument("--latency", type=float, default=latency, help="seconds per answer")
+    p.add_argument("--memo", type=Path, default=None, help="latency-server memo file to reuse across runs")
+    return p
+
+
+@contextmanager
+def latency_triage(
+    prefix: str, examples: int, latency: float, memo: Path | None
+) -> Iterator[tuple[LatencyServer, Path]]:
+    """A latency server and a triage project of ``examples`` tickets, for one benchmark's block."""
+    sys_path_for_servers()
+    from servers.latency_server import serve
+
+    with workdir(prefix) as tmp, serve(latency, memo=memo) as server:
+        yield server, triage_project(tmp, tickets(examples))
 
 
 def finish(result: Result, json_out: Path | None) -> None:

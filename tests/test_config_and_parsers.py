@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from pytest_dspy_local.core.data import Dataset, load_file
+from pytest_dspy_local.core.declared import declared_names
 from pytest_dspy_local.core.settings import Settings, for_prompt, resolve
-from pytest_dspy_local.core.spec import declared_names, prompt_name
+from pytest_dspy_local.core.spec import prompt_name
 from pytest_dspy_local.errors import PromptError, UsageError
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_dspy_local.core.defaults import DEFAULT_MODEL, ENV_PREFIX, PROMPT_FILES
 from pytest_dspy_local.errors import UsageError
 
 if sys.version_info >= (3, 11):
@@ -22,11 +23,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-DEFAULT_MODEL = "smollm2-135m"
-SNAPSHOT_DIR = "__prompt_snapshots__"  # beside each prompt module; see snapshot.py for why not __snapshots__
 BACKENDS = ("auto", "embedded", "ollama", "openai")
 OPTIMIZERS = ("mipro", "bootstrap", "gepa")
-ENV_PREFIX = "DSPY_LOCAL_"
 TABLE = "tool.dspy_local"
 
 
@@ -39,7 +37,7 @@ class Settings:
     base_url: str | None = None
     threshold: float = 0.5
     max_examples: int | None = None
-    prompt_files: tuple[str, ...] = ("prompt_*.py",)
+    prompt_files: tuple[str, ...] = PROMPT_FILES
     timeout: float = 120.0
     max_tokens: int = 256
     concurrency: int | None = None  # most requests in flight per model; None: the backend's default
@@ -286,7 +284,10 @@ def read_pyproject(path: Path | None) -> dict[str, Any]:
     if path is None or not path.is_file():
         return {}
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        if "dspy_local" not in text:
+            return {}  # no table of ours: another tool's file is not ours to parse
+        data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: not valid TOML ({exc}); fix the file") from None
     table = data.get("tool", {}).get("dspy_local", {})

@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_dspy_local.core.data import Dataset
+from pytest_dspy_local.core.defaults import SNAPSHOT_DIR
 from pytest_dspy_local.core.files import stable_json
 from pytest_dspy_local.core.provenance import Provenance, versions
 from pytest_dspy_local.core.results import Evaluation, ModelIdentity, OptimizationOutcome, PromptTexts, short_digest
-from pytest_dspy_local.core.settings import SNAPSHOT_DIR
 from pytest_dspy_local.core.spec import PromptSpec
 from pytest_dspy_local.errors import PromptError
 

@@ -1,21 +1,16 @@
-"""What a prompt module declares: program, metric, threshold, inputs.
-
-``declared_names`` reads the source without importing it, so unrelated files
-that match the pattern (say ``prompt_templates.py``) are never imported.
-"""
+"""What a prompt module declares: program, metric, threshold, inputs (read by importing it;
+core/declared.py decides from the source whether a file is one at all)."""
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from pytest_dspy_local.core.declared import REQUIRED
 from pytest_dspy_local.errors import PromptError
-
-REQUIRED = ("program", "metric")
 
 if TYPE_CHECKING:
     import dspy
@@ -26,37 +21,6 @@ def prompt_name(path: Path) -> str:
     stem = path.stem
     return stem[len("prompt_"):] if stem.startswith("prompt_") and len(stem) > 7 else stem
 
-
-def _bound_names(node: ast.stmt) -> set[str]:
-    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-        return {node.name}
-    if isinstance(node, (ast.Import, ast.ImportFrom)):
-        return {(a.asname or a.name).split(".")[0] for a in node.names}
-    targets: list[ast.expr] = []
-    if isinstance(node, ast.Assign):
-        targets = list(node.targets)
-    elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
-        targets = [node.target]
-    return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
-
-
-def declared_names(path: Path) -> set[str]:
-    """Which of ``program`` and ``metric`` the module binds at top level (incl. under if/try/with)."""
-    try:
-        tree = ast.parse(path.read_bytes(), filename=str(path))
-    except (SyntaxError, ValueError):
-        return set(REQUIRED)  # let the import report the syntax error
-    names: set[str] = set()
-    stack: list[ast.stmt] = list(tree.body)
-    while stack:
-        node = stack.pop()
-        names |= _bound_names(node)
-        for block in ("body", "orelse", "finalbody"):
-            if isinstance(node, (ast.If, ast.Try, ast.With)):
-                stack.extend(getattr(node, block, []))
-        for handler in getattr(node, "handlers", []):
-            stack.extend(handler.body)
-    return names & set(REQUIRED)
 
 
 @dataclass

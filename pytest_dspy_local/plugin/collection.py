@@ -43,7 +43,7 @@ from pytest_dspy_local.core.transfer import check, loss_message, provenance_entr
 from pytest_dspy_local.errors import PromptError, PromptFailure
 from pytest_dspy_local.plugin.outcomes import failure_text
 from pytest_dspy_local.plugin.progress import progress_for, terminal_writer
-from pytest_dspy_local.plugin.state import STATE_KEY
+from pytest_dspy_local.plugin.startup import run_state
 from pytest_dspy_local.report.terminal import detail_lines, staleness_note, versions_note
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ class PromptModule(pytest.Module):
         """Import the module, check its declarations, yield its tests and the prompt item."""
         from pytest_dspy_local.models.run_models import import_dspy
 
-        import_dspy(self.config.stash[STATE_KEY].cache_dir)
+        import_dspy(run_state(self.config).cache_dir)
         check_declared(self.obj, self.path)
         item = PromptItem.from_parent(self, name=prompt_name(self.path), callobj=_prompt_runner)
         return [*super().collect(), item]
@@ -105,14 +105,14 @@ class PromptItem(pytest.Function):
                 f"{self.path}: no evaluation data; add {self.path.with_suffix('.jsonl').name} "
                 f"(or .csv/.yaml) beside it, or a fixture named {fixture!r}"
             )
-        limit = self.config.stash[STATE_KEY].settings_for(spec.name).max_examples  # a big file: keep only these rows
+        limit = run_state(self.config).settings_for(spec.name).max_examples  # a big file: keep only these rows
         dataset = data.Dataset.from_file(files[0], limit) if files else data.Dataset.from_fixture(fixture, value)
         data.check_inputs(dataset.rows, spec.inputs, str(self.path))
         return dataset
 
     def runtest(self) -> None:
         """Evaluate under the egress guard; fail below the threshold or on a regression."""
-        state = self.config.stash[STATE_KEY]
+        state = run_state(self.config)
         with state.auditor.audited(self.nodeid) as entry:
             result = self._evaluate(state, entry)
         self._publish(result)

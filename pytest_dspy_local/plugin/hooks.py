@@ -1,7 +1,8 @@
 """pytest hooks of pytest-dspy-local (entry point ``dspy_local``); each delegates.
 
-This module and what it imports at the top never import DSPy, LiteLLM or
-llama.cpp: a repo without prompt modules pays nothing for the plugin.
+This module and what it imports at the top never import DSPy, LiteLLM or llama.cpp,
+nor the plugin's settings: a repo without prompt modules that configures nothing pays
+for little more than reading this file (plugin/startup.py).
 """
 
 from __future__ import annotations
@@ -13,11 +14,9 @@ from typing import Any
 
 import pytest
 
-from pytest_dspy_local.core.settings import SNAPSHOT_DIR
-from pytest_dspy_local.errors import PromptError
-from pytest_dspy_local.plugin import hookspecs, options
-from pytest_dspy_local.plugin.outcomes import fail_test, stopping_on_usage_errors, stopping_on_write_errors
-from pytest_dspy_local.plugin.state import STATE_KEY, RunState
+from pytest_dspy_local.core.defaults import PROMPT_FILES, SNAPSHOT_DIR
+from pytest_dspy_local.plugin import options
+from pytest_dspy_local.plugin.startup import SKIPPED_KEY, STATE_KEY, header, run_state
 
 # Everything else is imported where it is used: a run without prompt modules imports
 # little beyond this module (bench/bench_overhead.py measures it).
@@ -28,6 +27,8 @@ PROMPT_REPORTS = "dspy_local_prompt_reports"
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     """Declare the plugin's own hooks."""
+    from pytest_dspy_local.plugin import hookspecs
+
     pluginmanager.add_hookspecs(hookspecs)
 
 
@@ -37,17 +38,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Resolve and check every setting (a bad one stops the run), then keep the run state."""
-    from pytest_dspy_local.plugin import backends, checks
+    """Resolve and check every setting now if anything is configured (a bad one stops the run).
 
-    with stopping_on_usage_errors():
-        run = options.resolve(config)
-        checks.check_run(run)
-    state = RunState(config, run)
-    config.stash[STATE_KEY] = state
-    if run.flags.clear_cache and not hasattr(config, "workerinput"):
-        state.clear_cache()
-    config.pluginmanager.register(backends, "dspy_local_backends")
+    Otherwise every setting is its default, and the run state is made when a prompt module
+    or snapshot file is collected (plugin/startup.py).
+    """
+    config.stash[SKIPPED_KEY] = []
+    if options.configured(config):
+        run_state(config)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -59,15 +57,17 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     """Collect prompt modules."""
-    state = parent.config.stash[STATE_KEY]
+    config = parent.config
     if file_path.parent.name == SNAPSHOT_DIR:
-        state.snapshot_files.add(file_path)
-    if file_path.suffix != ".py" or not any(fnmatch(file_path.name, p) for p in state.settings.prompt_files):
+        run_state(config).snapshot_files.add(file_path)
+    state = config.stash.get(STATE_KEY, None)
+    patterns = PROMPT_FILES if state is None else state.settings.prompt_files
+    if file_path.suffix != ".py" or not any(fnmatch(file_path.name, p) for p in patterns):
         return None
-    from pytest_dspy_local.core.spec import declared_names
+    from pytest_dspy_local.core.declared import declared_names
 
     if not declared_names(file_path):  # a look-alike (prompt_templates.py): skip it without importing collection
-        state.skipped.append((file_path, NOT_A_PROMPT))
+        config.stash[SKIPPED_KEY].append((file_path, NOT_A_PROMPT))
         return None
     from pytest_dspy_local.plugin.collection import PromptModule
 
@@ -84,13 +84,17 @@ def pytest_xdist_setupnodes(config: pytest.Config, specs: Any) -> None:
 def watch_prompt_reports(config: pytest.Config) -> None:
     """Register the per-test hooks once prompt items may report; until then ordinary tests pay nothing for them."""
     if not config.pluginmanager.has_plugin(PROMPT_REPORTS):
-        config.pluginmanager.register(config.stash[STATE_KEY], "dspy_local_state")
+        config.pluginmanager.register(run_state(config), "dspy_local_state")
         config.pluginmanager.register(PromptReports(), PROMPT_REPORTS)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Write snapshots, the receipt and the reports once (an xdist worker hands its share to the controller)."""
-    state = session.config.stash[STATE_KEY]
+    state = session.config.stash.get(STATE_KEY, None)
+    if state is None:  # nothing configured, no prompt module, no snapshot file: nothing to write
+        return
+    from pytest_dspy_local.plugin.outcomes import stopping_on_write_errors
+
     workeroutput = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:
         from pytest_dspy_local.plugin import xdist
@@ -111,28 +115,25 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
     """xdist controller: take over a worker's snapshots and receipt entries."""
     from pytest_dspy_local.plugin import xdist
 
-    xdist.take_over(node.config.stash[STATE_KEY], getattr(node, "workeroutput", {}).get(xdist.KEY, {}))
+    xdist.take_over(run_state(node.config), getattr(node, "workeroutput", {}).get(xdist.KEY, {}))
 
 
 def pytest_report_header(config: pytest.Config) -> str:
     """Name the configured backend and model."""
-    from pytest_dspy_local.models.backends.builtin import resolve_backend_name
-
-    state = config.stash[STATE_KEY]
-    backend = resolve_backend_name(state.settings)  # what state.models.backend_name() says, without the models
-    where = f" at {state.settings.base_url}" if state.settings.base_url else ""
-    return f"dspy-local: backend {backend}, model {state.settings.model}{where}"
+    state = config.stash.get(STATE_KEY, None)
+    return header(None if state is None else state.settings)
 
 
 def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
     """After collection: the model's digest when prompts will run; skipped look-alike files."""
-    state = config.stash[STATE_KEY]
     lines = []
     if config.option.verbose > 0 or config.option.collectonly:
-        lines += [f"dspy-local: not a prompt module: {p} ({why})" for p, why in state.skipped]
+        lines += [f"dspy-local: not a prompt module: {p} ({why})" for p, why in config.stash[SKIPPED_KEY]]
     if any(getattr(i, "is_prompt_item", False) for i in items) and not config.option.collectonly:
+        from pytest_dspy_local.errors import PromptError
         from pytest_dspy_local.report.terminal import model_line
 
+        state = run_state(config)
         try:
             lines.append(model_line(state.models.identity()))
         except PromptError as exc:
@@ -170,9 +171,10 @@ class PromptReports:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     """One line per evaluated prompt and the model-call count."""
-    state = config.stash[STATE_KEY]
-    if hasattr(config, "workerinput") or not (state.results or state.written or state.unused_snapshots()
-                                              or state.deleted):
+    state = config.stash.get(STATE_KEY, None)
+    if state is None or hasattr(config, "workerinput"):
+        return
+    if not (state.results or state.written or state.unused_snapshots() or state.deleted):
         return
     from pytest_dspy_local.report.terminal import snapshot_lines, summary_lines
 
@@ -186,7 +188,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
 @pytest.fixture
 def dspy_lm(request: pytest.FixtureRequest) -> Iterator[Any]:
     """The configured local model as a ``dspy.LM``, active (with JSONAdapter) and egress-guarded for the test."""
-    state = request.config.stash[STATE_KEY]
+    from pytest_dspy_local.errors import PromptError
+    from pytest_dspy_local.plugin.outcomes import fail_test
+
+    state = run_state(request.config)
     try:
         lm = state.models.lm()
     except PromptError as exc:

@@ -1,18 +1,21 @@
 """Command-line options (one group, one ``--dspy-`` prefix, names as constants) and the
 one place that reads them: ``resolve`` turns flags, environment and pyproject.toml into
-the run's ``RunSettings``. No other module calls ``getoption``.
+the run's ``RunSettings``; ``configured`` tells whether the project configures the plugin
+at all. No other module calls ``getoption``.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_dspy_local.core.settings import RunFlags, RunSettings
-from pytest_dspy_local.core.settings import resolve as resolve_settings
+from pytest_dspy_local.core.defaults import ENV_PREFIX
+
+if TYPE_CHECKING:
+    from pytest_dspy_local.core.settings import RunFlags, RunSettings
 
 MODEL = "--dspy-model"
 BACKEND = "--dspy-backend"
@@ -133,6 +136,8 @@ def _path(config: pytest.Config, dest: str) -> Path | None:
 
 def run_flags(config: pytest.Config) -> RunFlags:
     """What this run was asked to do."""
+    from pytest_dspy_local.core.settings import RunFlags
+
     return RunFlags(
         optimize=config.getoption("dspy_optimize"),
         update_baseline=bool(config.getoption("dspy_update_baseline")),
@@ -159,5 +164,29 @@ def resolve(config: pytest.Config) -> RunSettings:
 
     Raises ``UsageError`` naming the setting and the fix.
     """
+    from pytest_dspy_local.core.settings import RunSettings
+    from pytest_dspy_local.core.settings import resolve as resolve_settings
+
     settings, pinned = resolve_settings(cli_values(config), os.environ, pyproject(config))
     return RunSettings(settings.with_paths_from(config.rootpath), pinned, run_flags(config))
+
+
+def configured(config: pytest.Config) -> bool:
+    """Whether anything sets a setting or flag: a ``--dspy-*`` or ``--optimize`` flag, a ``DSPY_LOCAL_*``
+    (or ``OLLAMA_HOST``) variable, or a project file that mentions ``dspy_local``.
+
+    When nothing does, every setting is its default, which needs no checking; the run reads its
+    settings only if it meets a prompt module (plugin/startup.py). Errs towards True: a mention in
+    a comment costs a settings read, never a missed check.
+    """
+    if any(value not in (None, False, []) for dest, value in vars(config.option).items() if dest.startswith("dspy_")):
+        return True
+    # OLLAMA_HOST is read too: by the allow-list and by backend "auto".
+    if any(name.startswith(ENV_PREFIX) or name == "OLLAMA_HOST" for name in os.environ):
+        return True
+    try:
+        return b"dspy_local" in pyproject(config).read_bytes()
+    except FileNotFoundError:
+        return False
+    except OSError:  # unreadable: reading the settings says what is wrong with it
+        return True

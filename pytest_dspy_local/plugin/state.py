@@ -1,10 +1,10 @@
 """Run state: the run's settings, models and auditor, snapshots to write, results to report.
 
-One ``RunState`` per pytest run, reached through ``STATE_KEY``; nothing about a run
-lives in module globals. It is registered as a plugin (for its report hook) only when
-prompt items can report: once a prompt module is collected, or on xdist's controller
-(plugin/hooks.py). Under xdist each worker has one and hands its share to the
-controller's (plugin/xdist.py).
+One ``RunState`` per pytest run, reached through ``startup.run_state(config)``, which makes
+it when first needed; nothing about a run lives in module globals. It is registered as a
+plugin (for its report hook) only when prompt items can report: once a prompt module is
+collected, or on xdist's controller (plugin/hooks.py). Under xdist each worker has one and
+hands its share to the controller's (plugin/xdist.py).
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ class RunState:
         self.flags = run.flags
         self.cache_dir = config.rootpath / run.settings.cache_dir
         self._make_backend = config.hook.pytest_dspy_local_make_backend
-        self.skipped: list[tuple[Path, str]] = []
         self.results: list[PromptResult] = []
         self.pending: dict[Path, bytes] = {}
         self.written: list[Path] = []
@@ -271,5 +270,3 @@ def error_reason(report: pytest.TestReport) -> str:
     lines = report.longreprtext.strip().splitlines()
     return lines[-1] if lines else "error"
 
-
-STATE_KEY = pytest.StashKey[RunState]()

@@ -51,19 +51,21 @@ def tail(log: IO[bytes], lines: int = 15) -> str:
     return "\n".join(log.read().decode(errors="replace").splitlines()[-lines:])
 
 
-def wait_ready(proc: subprocess.Popen[bytes], base_url: str, log: IO[bytes], timeout: float) -> None:
-    """Poll ``/models`` until it answers; raise with the stderr tail if the server dies or stalls."""
+def wait_ready(
+    proc: subprocess.Popen[bytes], base_url: str, log: IO[bytes], timeout: float, name: str = "llama_cpp.server"
+) -> None:
+    """Poll ``/models`` until it answers; raise with the stderr tail if server ``name`` dies or stalls."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"llama_cpp.server exited with {proc.returncode}:\n{tail(log)}")
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{tail(log)}")
         try:
             if httpx.get(f"{base_url}/models", timeout=1.0, trust_env=False).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.2)
-    raise RuntimeError(f"llama_cpp.server did not answer on {base_url} within {timeout:g} s:\n{tail(log)}")
+    raise RuntimeError(f"{name} did not answer on {base_url} within {timeout:g} s:\n{tail(log)}")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from pytest_dspy_local.core.settings import DEFAULT_MODEL
+from pytest_dspy_local.core.defaults import DEFAULT_MODEL
 from pytest_dspy_local.errors import UsageError
 
 if TYPE_CHECKING:
