@@ -2,17 +2,17 @@
 
 The plugin is installed normally, not editable: a wheel is built from this checkout and
 installed into a temporary venv whose other packages are the dev venv's (linked, not
-copied; the editable install's finder and metadata are left out). Runs alternate between
-with and without the plugin, and the ratio of medians is printed, of wall time and of the
-pytest process's CPU time (which a shared machine disturbs less); both sides are measured
-in the same run on the same machine. Target: <= 1.02 for the normal install.
+copied; the editable install's finder and metadata are left out). Runs come in pairs, one
+with and one without the plugin, and a paired estimate is printed (see ``measure``), of wall
+time and of the pytest process's CPU time, beside the ratio of the plain medians; both sides
+are measured in the same run on the same machine. Target: <= 1.02 for the normal install.
 
 pytest rewrites the asserts of an installed plugin's modules and caches the result as
 bytecode; with PYTHONDONTWRITEBYTECODE=1 (set on these machines, and in many CI images) it
 re-parses them on every run. The installed plugin is measured both ways. The editable dev
 install (not rewritten: pytest sees only its path hook) is printed beside them.
 
-    .venv/bin/python bench/bench_overhead.py [--runs 15] [--tests 500]
+    .venv/bin/python bench/bench_overhead.py [--runs 40] [--tests 500]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+from typing import Any
 
 import benchlib
 from benchlib import Result
@@ -59,21 +60,41 @@ def installed_venv(root: Path, wheel: Path) -> str:
     return python
 
 
-def medians(python: str, repo: Path, runs: int, env: dict[str, str]) -> dict[str, float]:
-    """Median wall and CPU seconds with and without the plugin, runs alternating.
+def measure(python: str, repo: Path, runs: int, env: dict[str, str]) -> tuple[dict[str, Any], dict[str, float]]:
+    """Figures and ratios of ``runs`` pairs of runs with and without the plugin.
 
-    CPU seconds (user + system of the pytest process) are reported beside wall time: on a
-    machine shared with other jobs they move much less than wall time does.
+    Each pair runs both sides back to back, and the estimate is built from per-pair ratios: a
+    shared machine's speed drifts by far more than the plugin costs (single runs spread over
+    10-20 %), and a pair sees the same drift on both sides. Which side runs first alternates,
+    and the second run of a pair tends to be a little faster; so the estimate is the
+    geometric mean of two medians, that of the pairs run with the plugin first and that of
+    the pairs run without it first. CPU seconds (user + system of the pytest process) move
+    less than wall time does. The ratio of the plain medians is reported beside it.
     """
-    with_plugin, without = [], []
+    first: dict[bool, list[tuple[benchlib.Run, benchlib.Run]]] = {True: [], False: []}
     benchlib.pytest(["-q"], repo, python, env=env)  # warm the file cache (and write bytecode, if it is written)
-    for _ in range(runs):
-        with_plugin.append(benchlib.pytest(["-q"], repo, python, env=env))
-        without.append(benchlib.pytest(["-q", "-p", "no:dspy_local"], repo, python, env=env))
-    return {"with_plugin_s": statistics.median(r.wall for r in with_plugin),
-            "without_s": statistics.median(r.wall for r in without),
-            "with_plugin_cpu_s": statistics.median(r.cpu for r in with_plugin),
-            "without_cpu_s": statistics.median(r.cpu for r in without)}
+    for i in range(runs):
+        plugin_first = i % 2 == 0
+        if plugin_first:
+            with_plugin = benchlib.pytest(["-q"], repo, python, env=env)
+        without = benchlib.pytest(["-q", "-p", "no:dspy_local"], repo, python, env=env)
+        if not plugin_first:
+            with_plugin = benchlib.pytest(["-q"], repo, python, env=env)
+        first[plugin_first].append((with_plugin, without))
+
+    figures: dict[str, Any] = {"pairs": runs}
+    ratios = {}
+    pairs = first[True] + first[False]
+    for metric, label in (("wall", "wall"), ("cpu", "CPU")):
+        by_order = [statistics.median(getattr(a, metric) / getattr(b, metric) for a, b in first[order])
+                    for order in (True, False)]
+        with_s = statistics.median(getattr(a, metric) for a, _ in pairs)
+        without_s = statistics.median(getattr(b, metric) for _, b in pairs)
+        figures[f"median {label} s, with / without plugin"] = [round(with_s, 4), round(without_s, 4)]
+        figures[f"pair ratio medians, {label}, plugin first / plugin second"] = [round(r, 4) for r in by_order]
+        ratios[f"paired, {label}"] = (by_order[0] * by_order[1]) ** 0.5
+        ratios[f"ratio of medians, {label}"] = with_s / without_s
+    return figures, ratios
 
 
 def check_installed(python: str, repo: Path) -> str:
@@ -83,9 +104,9 @@ def check_installed(python: str, repo: Path) -> str:
 
 
 def main() -> None:
-    """Print median wall times with and without the plugin and their ratios."""
+    """Print the ratios of runs with and without the plugin, for each install."""
     p = benchlib.parser(__doc__)
-    p.add_argument("--runs", type=int, default=15)
+    p.add_argument("--runs", type=int, default=40, help="pairs of runs per install")
     p.add_argument("--tests", type=int, default=500)
     args = p.parse_args()
     result = Result("idle overhead", f"{args.tests} plain tests: plugin installed from a wheel vs -p no:dspy_local",
@@ -100,10 +121,9 @@ def main() -> None:
         modes = (("installed", python, written), ("installed, bytecode not written", python, unwritten),
                  ("editable", sys.executable, written))
         for label, interpreter, env in modes:
-            m = medians(interpreter, repo, args.runs, env)
-            result.figures[label] = {**{k: round(v, 4) for k, v in m.items()}, "runs": args.runs}
-            result.ratios[f"{label}: with/without plugin"] = m["with_plugin_s"] / m["without_s"]
-            result.ratios[f"{label}: with/without plugin, CPU"] = m["with_plugin_cpu_s"] / m["without_cpu_s"]
+            figures, ratios = measure(interpreter, repo, args.runs, env)
+            result.figures[label] = figures
+            result.ratios.update({f"{label}: with/without plugin, {k}": v for k, v in ratios.items()})
     benchlib.finish(result, args.json_out)
 
 
