@@ -19,11 +19,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import ThreadingHTTPServer
 
 import pytest
 from conftest import OLLAMA_MODEL, OPENAI_MODEL, SENTIMENT_ROWS, PromptWriter
+from servers.jsonhttp import JsonHandler
 from servers.openai_server import START_TIMEOUT, command, free_port, stop, wait_ready
 
 from pytest_dspy_local.core.settings import PARSERS
@@ -116,19 +116,15 @@ class FaultyServer(ThreadingHTTPServer):
         self.base_url = f"http://127.0.0.1:{self.server_port}/v1"
 
 
-class FaultyHandler(BaseHTTPRequestHandler):
+class FaultyHandler(JsonHandler):
     """Routes ``GET /v1/models`` and ``POST /v1/chat/completions``."""
 
-    protocol_version = "HTTP/1.1"
     server: FaultyServer
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """No access log in test output."""
 
     def do_GET(self) -> None:
         """The model list, as llama_cpp.server sends it."""
         entry = {"id": OPENAI_MODEL, "object": "model", "owned_by": "me", "permissions": []}
-        self.send(200, json.dumps({"object": "list", "data": [entry]}).encode())
+        self.send_json(200, {"object": "list", "data": [entry]})
 
     def do_POST(self) -> None:
         """The chat answer with the fault."""
@@ -137,15 +133,7 @@ class FaultyHandler(BaseHTTPRequestHandler):
             self.server.release.wait(30)
             self.close_connection = True
             return
-        self.send(*FAULTS[self.server.fault])
-
-    def send(self, status: int, body: bytes) -> None:
-        """One response with a length."""
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.send_bytes(*FAULTS[self.server.fault])
 
 
 @pytest.fixture(scope="module")

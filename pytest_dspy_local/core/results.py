@@ -157,14 +157,10 @@ class PromptTexts:
     baseline: str | None
 
 
-@dataclass(frozen=True)
-class Evaluation:
-    """A program's evaluation on some rows: per-example results (pooled over repeats)."""
+class ExampleTotals:
+    """``n``, ``score`` and ``parse_failures`` of a result that holds per-example results."""
 
     examples: tuple[ExampleResult, ...]
-    seconds: float = 0.0
-    repeats: int = 1
-    traffic: Traffic = field(default_factory=Traffic)
 
     @property
     def n(self) -> int:
@@ -180,6 +176,16 @@ class Evaluation:
     def parse_failures(self) -> int:
         """Examples whose model output did not parse into the output fields."""
         return sum(1 for e in self.examples if e.error is not None)
+
+
+@dataclass(frozen=True)
+class Evaluation(ExampleTotals):
+    """A program's evaluation on some rows: per-example results (pooled over repeats)."""
+
+    examples: tuple[ExampleResult, ...]
+    seconds: float = 0.0
+    repeats: int = 1
+    traffic: Traffic = field(default_factory=Traffic)
 
 
 def mean_score(examples: Sequence[ExampleResult]) -> float:
@@ -307,7 +313,7 @@ PASSED, FAILED, ERROR = "passed", "failed", "error"
 
 
 @dataclass(frozen=True)
-class PromptResult:
+class PromptResult(ExampleTotals):
     """One prompt item's result: what every reporter reads."""
 
     nodeid: str
@@ -340,21 +346,6 @@ class PromptResult:
     def passed(self) -> bool:
         """Did the prompt pass?"""
         return self.outcome == PASSED
-
-    @property
-    def n(self) -> int:
-        """Examples evaluated."""
-        return len(self.examples)
-
-    @property
-    def score(self) -> float:
-        """Mean metric over all examples."""
-        return mean_score(self.examples)
-
-    @property
-    def parse_failures(self) -> int:
-        """Examples whose output did not parse."""
-        return sum(1 for e in self.examples if e.error is not None)
 
     def worst(self, count: int) -> list[ExampleResult]:
         """The lowest-scoring examples, parse failures first, in data order on ties."""

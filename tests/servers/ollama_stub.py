@@ -22,13 +22,15 @@ from collections.abc import Generator, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from llama_cpp import Llama
 
 from pytest_dspy_local.models.backends.embedded import default_model_path, file_digest
+
+from .jsonhttp import JsonHandler
 
 DEFAULT_NAME = "smollm2:135m"
 # GGUF general.file_type -> the quantization names Ollama reports.
@@ -132,14 +134,11 @@ class OllamaStub(ThreadingHTTPServer):
         self.model = model
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(JsonHandler):
     """Routes requests; chat generation holds the model's lock (llama.cpp is not thread-safe)."""
 
-    protocol_version = "HTTP/1.1"
+    content_type = "application/json; charset=utf-8"
     server: OllamaStub
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Stay quiet: test output should not carry access logs."""
 
     def do_GET(self) -> None:
         """``/api/tags`` and ``/api/version``."""
@@ -167,27 +166,6 @@ class Handler(BaseHTTPRequestHandler):
             self.stream_chat(model, body)
         else:
             self.answer_chat(model, body)
-
-    def read_json(self) -> dict[str, Any] | None:
-        """The request body as a JSON object; answers 400 and returns None if it is not one."""
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        try:
-            body = json.loads(raw or b"{}")
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            self.send_json(400, {"error": "invalid JSON body"})
-            return None
-        return body
-
-    def send_json(self, status: int, payload: dict[str, Any]) -> None:
-        """One JSON response with a length, so the connection can be kept alive."""
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def show(self, model: StubModel) -> dict[str, Any]:
         """``/api/show``: template, details and the GGUF's general metadata."""
