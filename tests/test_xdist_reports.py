@@ -125,3 +125,11 @@ def test_xdist_report_equals_the_serial_one(name: str, runs: dict[str, Run]) -> 
         texts.append((_section if name == "terminal" else NORMALIZED[name])(raw, str(project)))
     if texts[0] != texts[1]:
         pytest.fail(_diff(name, *texts), pytrace=False)
+
+
+def test_the_model_line_is_shown_under_xdist_too(runs: dict[str, Run]) -> None:
+    """The controller collects nothing itself; it names the model once a worker has collected a prompt."""
+    lines = {mode: [line for line in result.stdout.splitlines() if line.startswith("dspy-local model: ")]
+             for mode, (_, result) in runs.items()}
+    assert len(lines["serial"]) == 1 and lines["serial"][0].endswith("(embedded, in-process)")
+    assert lines["xdist"] == lines["serial"]

@@ -23,6 +23,7 @@ from pytest_dspy_local.plugin.startup import SKIPPED_KEY, STATE_KEY, header, run
 
 NOT_A_PROMPT = "defines neither `program` nor `metric`"
 PROMPT_REPORTS = "dspy_local_prompt_reports"
+MODEL_LINE_SHOWN = pytest.StashKey[bool]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -130,15 +131,38 @@ def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Ite
     if config.option.verbose > 0 or config.option.collectonly:
         lines += [f"dspy-local: not a prompt module: {p} ({why})" for p, why in config.stash[SKIPPED_KEY]]
     if any(getattr(i, "is_prompt_item", False) for i in items) and not config.option.collectonly:
-        from pytest_dspy_local.errors import PromptError
-        from pytest_dspy_local.report.terminal import model_line
-
-        state = run_state(config)
-        try:
-            lines.append(model_line(state.models.identity()))
-        except PromptError as exc:
-            lines.append(model_line(str(exc)))
+        lines.append(model_line(config))
     return lines
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    """xdist controller: name the model once, when a worker has collected a prompt item (the controller
+    collects nothing itself, so ``pytest_report_collectionfinish`` sees no items there)."""
+    config = node.config
+    if config.stash.get(MODEL_LINE_SHOWN, False) or config.option.collectonly:
+        return
+    from pytest_dspy_local.core.spec import prompt_name
+
+    def is_prompt_item(nodeid: str) -> bool:
+        path, _, name = nodeid.partition("::")
+        return name == prompt_name(Path(path)) and name != Path(path).stem
+
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    if terminal is not None and any(is_prompt_item(i) for i in ids):
+        config.stash[MODEL_LINE_SHOWN] = True
+        terminal.write_line(model_line(config))
+
+
+def model_line(config: pytest.Config) -> str:
+    """The header line naming the task model by digest (or why it cannot be named)."""
+    from pytest_dspy_local.errors import PromptError
+    from pytest_dspy_local.report.terminal import model_line as line
+
+    try:
+        return line(run_state(config).models.identity())
+    except PromptError as exc:
+        return line(str(exc))
 
 
 class PromptReports:
