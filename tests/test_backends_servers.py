@@ -18,6 +18,7 @@ from typing import Any
 import ollama
 import pytest
 from conftest import OLLAMA_MODEL, OPENAI_MODEL
+from servers.openai_server import free_port
 
 from pytest_dspy_local.models.backends.base import Backend, BackendError, ChatRequest
 from pytest_dspy_local.models.backends.embedded import default_model_path, file_digest
@@ -86,10 +87,7 @@ def silent_server() -> Iterator[SilentServer]:
 @pytest.fixture
 def closed_port() -> int:
     """A loopback port that was just free: connecting to it is refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    return free_port()
 
 
 @pytest.fixture
