@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from conftest import PromptWriter
+from conftest import SENTIMENT_MODULE, SENTIMENT_ROWS, PromptWriter
 
 from pytest_dspy_local.plugin.options import BACKEND, MAX_EXAMPLES, MODEL, THRESHOLD
 
@@ -312,6 +314,17 @@ def test_under_xdist(pytester: pytest.Pytester, write_prompt: PromptWriter) -> N
     write_prompt("mood", extra="threshold = 0.4\n")
     write_prompt("tone", extra="threshold = 0.4\n")
     pytester.runpytest("-n", "2").assert_outcomes(passed=2)
+
+
+def test_under_xdist_the_model_is_named_for_custom_prompt_file_patterns(pytester: pytest.Pytester) -> None:
+    # The xdist controller collects nothing; it tells prompt items from the workers' node ids by the
+    # configured patterns (here not prompt_*.py) and the item's name.
+    pytester.makepyprojecttoml('[tool.dspy_local]\nprompt_files = ["*_prompt.py"]\n')
+    pytester.makepyfile(sentiment_prompt=SENTIMENT_MODULE + "threshold = 0.4\n")
+    (pytester.path / "sentiment_prompt.jsonl").write_text("\n".join(json.dumps(r) for r in SENTIMENT_ROWS) + "\n")
+    result = pytester.runpytest("-n", "1")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["dspy-local model: SmolLM2-135M-Instruct.Q4_1.gguf sha256:* (embedded, in-process)"])
 
 
 def test_unwritable_report_path_is_one_line(pytester: pytest.Pytester, write_prompt: PromptWriter) -> None:

@@ -7,7 +7,7 @@ for little more than reading this file (plugin/startup.py).
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
@@ -62,8 +62,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     if file_path.parent.name == SNAPSHOT_DIR:
         run_state(config).snapshot_files.add(file_path)
     state = config.stash.get(STATE_KEY, None)
-    patterns = PROMPT_FILES if state is None else state.settings.prompt_files
-    if file_path.suffix != ".py" or not any(fnmatch(file_path.name, p) for p in patterns):
+    if not is_prompt_file(file_path, PROMPT_FILES if state is None else state.settings.prompt_files):
         return None
     from pytest_dspy_local.core.declared import declared_names
 
@@ -74,6 +73,11 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
     watch_prompt_reports(parent.config)
     return PromptModule.from_parent(parent, path=file_path)
+
+
+def is_prompt_file(path: Path, patterns: Sequence[str]) -> bool:
+    """Does the file's name match the prompt-file patterns (``prompt_files``)?"""
+    return path.suffix == ".py" and any(fnmatch(path.name, p) for p in patterns)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -144,9 +148,11 @@ def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
         return
     from pytest_dspy_local.core.spec import prompt_name
 
+    patterns = run_state(config).settings.prompt_files
+
     def is_prompt_item(nodeid: str) -> bool:
         path, _, name = nodeid.partition("::")
-        return name == prompt_name(Path(path)) and name != Path(path).stem
+        return is_prompt_file(Path(path), patterns) and name == prompt_name(Path(path))
 
     terminal = config.pluginmanager.get_plugin("terminalreporter")
     if terminal is not None and any(is_prompt_item(i) for i in ids):
