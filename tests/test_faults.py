@@ -148,6 +148,14 @@ def faulty() -> Iterator[FaultyServer]:
     server.server_close()
 
 
+def run_with_fault(pytester: pytest.Pytester, write_prompt: PromptWriter, faulty: FaultyServer,
+                   fault: str) -> pytest.RunResult:
+    """The sentiment prompt run against the fault stand-in answering every chat with ``fault``."""
+    write_prompt()
+    faulty.fault = fault
+    return pytester.runpytest(*server_args(faulty.base_url))
+
+
 # --- model servers ---------------------------------------------------------------------------
 
 
@@ -206,9 +214,7 @@ def test_http_500_is_one_line_with_the_servers_reason(
     pytester: pytest.Pytester, write_prompt: PromptWriter, faulty: FaultyServer
 ) -> None:
     # Stand-in: the server answers every chat with HTTP 500 (a crash inside a real one).
-    write_prompt()
-    faulty.fault = "http_500"
-    result = pytester.runpytest(*server_args(faulty.base_url))
+    result = run_with_fault(pytester, write_prompt, faulty, "http_500")
     outcome(result, pytest.ExitCode.TESTS_FAILED, lit(
         f"example prompt_sentiment.jsonl:1: openai server at {faulty.base_url}: HTTP 500: "
         "decode failed: KV cache is full; see the server's log"))
@@ -218,9 +224,7 @@ def test_malformed_json_body_is_one_line(
     pytester: pytest.Pytester, write_prompt: PromptWriter, faulty: FaultyServer
 ) -> None:
     # Stand-in: HTTP 200 with a body cut off mid-JSON (a proxy or a crashing server).
-    write_prompt()
-    faulty.fault = "malformed_json"
-    result = pytester.runpytest(*server_args(faulty.base_url))
+    result = run_with_fault(pytester, write_prompt, faulty, "malformed_json")
     outcome(result, pytest.ExitCode.TESTS_FAILED, lit(
         f"example prompt_sentiment.jsonl:1: --dspy-base-url: {faulty.base_url}/chat/completions did not answer "
         """JSON (it sent '{"choices": [{"message": {"role": "assist'); """
@@ -231,9 +235,7 @@ def test_empty_answers_are_parse_failures_that_say_so(
     pytester: pytest.Pytester, write_prompt: PromptWriter, faulty: FaultyServer
 ) -> None:
     # Stand-in: HTTP 200, finish_reason "stop", content "" (e.g. vLLM moving it all into reasoning).
-    write_prompt()
-    faulty.fault = "empty_content"
-    result = pytester.runpytest(*server_args(faulty.base_url))
+    result = run_with_fault(pytester, write_prompt, faulty, "empty_content")
     outcome(result, pytest.ExitCode.TESTS_FAILED, "score 0.000 < 0.500 on 4 examples (4 parse failures)")
     result.stdout.fnmatch_lines([lit(
         f"    got:      unparseable output: the server at {faulty.base_url} returned an empty answer; see its log")])
@@ -243,9 +245,7 @@ def test_server_ignoring_the_json_schema_is_named_per_example(
     pytester: pytest.Pytester, write_prompt: PromptWriter, faulty: FaultyServer
 ) -> None:
     # Stand-in: free text in answer to a request that carried the output fields' JSON schema.
-    write_prompt()
-    faulty.fault = "free_text"
-    result = pytester.runpytest(*server_args(faulty.base_url))
+    result = run_with_fault(pytester, write_prompt, faulty, "free_text")
     outcome(result, pytest.ExitCode.TESTS_FAILED, "score 0.000 < 0.500 on 4 examples (4 parse failures)")
     result.stdout.fnmatch_lines([lit(
         f"    got:      unparseable output: the server at {faulty.base_url} ignored the JSON schema: the answer "
@@ -257,10 +257,8 @@ def test_hung_server_times_out_naming_the_setting(
     pytester: pytest.Pytester, write_prompt: PromptWriter, faulty: FaultyServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Stand-in: the server lists its models, then never answers a chat.
-    write_prompt()
-    faulty.fault = "hang"
     monkeypatch.setenv("DSPY_LOCAL_TIMEOUT", "1")
-    result = pytester.runpytest(*server_args(faulty.base_url))
+    result = run_with_fault(pytester, write_prompt, faulty, "hang")
     outcome(result, pytest.ExitCode.TESTS_FAILED, lit(
         f"example prompt_sentiment.jsonl:1: timeout: {faulty.base_url}/chat/completions did not answer within 1 s; "
         "raise `timeout` in [tool.dspy_local] or DSPY_LOCAL_TIMEOUT"))
