@@ -57,6 +57,18 @@ def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
         resolve({}, {}, pyproject)
 
 
+def test_unreadable_pyproject_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Stand-in: root reads any file, so the refusal is raised by a patched read_text.
+    pyproject = write(tmp_path, "pyproject.toml", "[tool.dspy_local]\n")
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> str:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_text", refuse)
+    with pytest.raises(UsageError, match=r"pyproject\.toml: cannot be read \(Permission denied\); make it readable"):
+        resolve({}, {}, pyproject)
+
+
 def test_per_prompt_table_yields_to_pinned_keys(tmp_path: Path) -> None:
     pyproject = write(tmp_path, "pyproject.toml", "[tool.dspy_local.prompts.triage]\nmax_tokens = 32\nseed = 5\n")
     settings, pinned = resolve({}, {"DSPY_LOCAL_SEED": "9"}, pyproject)

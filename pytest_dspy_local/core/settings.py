@@ -290,6 +290,8 @@ def read_pyproject(path: Path | None) -> dict[str, Any]:
         data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: not valid TOML ({exc}); fix the file") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot be read ({exc.strerror}); make it readable") from None
     table = data.get("tool", {}).get("dspy_local", {})
     if not isinstance(table, dict):
         raise UsageError(f"{path}: [{TABLE}] must be a table")
