@@ -89,13 +89,13 @@ def evaluate(
 
     Uses the LM active in DSPy's settings (in a test: the ``dspy_lm`` fixture). Returns an
     ``Evaluation`` with ``.score``, ``.parse_failures`` and per-example ``.examples``.
-    ``inputs`` defaults to the program's signature input fields.
+    ``inputs`` defaults to the program's inputs (what its ``forward()`` takes, else its signature's input fields).
     """
     from pytest_dspy_local.core.data import check_inputs, from_fixture
     from pytest_dspy_local.core.evaluation import evaluate_rows
-    from pytest_dspy_local.core.spec import signature_fields
+    from pytest_dspy_local.core.spec import program_fields
 
-    fields = tuple(inputs) if inputs is not None else signature_fields(program)[0]
+    fields = tuple(inputs) if inputs is not None else program_fields(program)[0]
     rows = from_fixture("dataset", list(dataset))
     check_inputs(rows, fields, "evaluate()")
     return evaluate_rows(program, rows, metric, fields)

@@ -97,9 +97,15 @@ def _max_tokens_fix(origin: str) -> str:
     return "raise the LM's `max_tokens`"
 
 
+def cut_off(answer: Answer) -> bool:
+    """Did the model stop at ``max_tokens`` mid-answer? A whole JSON object is complete even then
+    (llama.cpp says "length" when the closing brace was the last token allowed, before its end token)."""
+    return answer.finish_reason == "length" and not _is_json_object(answer.text)
+
+
 def why_unparseable(answer: Answer, origin: str) -> str | None:
     """Why an answer did not parse, when the engine's view of it tells (else None: DSPy's reason stands)."""
-    if answer.finish_reason == "length":
+    if cut_off(answer):
         return f"answer cut off at max_tokens={answer.max_tokens}: {_excerpt(answer.text)}; {_max_tokens_fix(origin)}"
     if not answer.text.strip():
         return f"{answer.answered_by} returned an empty answer; see its log"
@@ -115,7 +121,11 @@ def _predict(program: dspy.Module, inputs: dict[str, Any], origin: str) -> tuple
     answers: list[Answer] = []
     token = _ANSWERS.set(answers)
     try:
-        return program(**inputs), None
+        prediction = program(**inputs)
+        # DSPy's JSON repair closes a truncated object ('{"answer": "The sky' -> 'The sky'): an
+        # answer the backend stopped at max_tokens is a parse failure even when it parsed.
+        cut = next((a for a in answers if cut_off(a)), None)
+        return (None, why_unparseable(cut, origin)) if cut is not None else (prediction, None)
     except AdapterParseError as exc:
         # The adapter parses right after each call: the last answer is the one that failed.
         why = why_unparseable(answers[-1], origin) if answers else None
@@ -165,7 +175,7 @@ def _score(metric: Callable[..., Any], example: Any, prediction: Any, origin: st
 
 
 def _example(
-    program: dspy.Module, row: Row, metric: Callable[..., Any], inputs: Sequence[str], origin: str
+    program: dspy.Module, row: Row, metric: Callable[..., Any], inputs: Sequence[str], origin: str, key: str
 ) -> ExampleResult:
     import dspy
 
@@ -177,16 +187,16 @@ def _example(
     except BackendError as exc:
         raise BackendError(f"example {row.source}: {exc}") from None
     if error is not None:
-        return ExampleResult(row.source, given, expected, None, 0.0, error, id=example_id(given))
+        return ExampleResult(row.source, given, expected, None, 0.0, error, id=key)
     score = _score(metric, example, prediction, origin, row.source)
-    return ExampleResult(row.source, given, expected, _outputs(prediction), score, id=example_id(given))
+    return ExampleResult(row.source, given, expected, _outputs(prediction), score, id=key)
 
 
-Task = Callable[[Row], ExampleResult]
+Task = Callable[[tuple[Row, str]], ExampleResult]
 OnExample = Callable[[ExampleResult], None]
 
 
-def _serial(task: Task, rows: Sequence[Row], on_example: OnExample) -> tuple[ExampleResult, ...]:
+def _serial(task: Task, rows: Sequence[tuple[Row, str]], on_example: OnExample) -> tuple[ExampleResult, ...]:
     results = []
     for row in rows:
         results.append(task(row))
@@ -210,7 +220,9 @@ def _reporter(on_example: OnExample) -> Callable[[Future[ExampleResult]], None]:
     return report
 
 
-def _concurrent(task: Task, rows: Sequence[Row], on_example: OnExample, workers: int) -> tuple[ExampleResult, ...]:
+def _concurrent(
+    task: Task, rows: Sequence[tuple[Row, str]], on_example: OnExample, workers: int
+) -> tuple[ExampleResult, ...]:
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dspy-local-eval")
     try:
         # Each task runs in a copy of this context, so DSPy's dspy.context(lm=...) reaches the threads.
@@ -247,14 +259,15 @@ def evaluate_rows(
     """
     started = time.perf_counter()
 
-    def task(row: Row) -> ExampleResult:
-        return _example(program, row, metric, inputs, origin)
+    def task(keyed: tuple[Row, str]) -> ExampleResult:
+        return _example(program, keyed[0], metric, inputs, origin, keyed[1])
 
     notify = on_example or (lambda _: None)
+    keyed = list(zip(rows, example_ids([{k: r.values[k] for k in inputs} for r in rows]), strict=True))
     if concurrency <= 1 or len(rows) <= 1:
-        results = _serial(task, rows, notify)
+        results = _serial(task, keyed, notify)
     else:
-        results = _concurrent(task, rows, notify, min(concurrency, len(rows)))
+        results = _concurrent(task, keyed, notify, min(concurrency, len(rows)))
     return Evaluation(results, seconds=time.perf_counter() - started)
 
 
@@ -262,6 +275,25 @@ def example_id(inputs: dict[str, Any]) -> str:
     """A stable id for an example: sha256 of its inputs as canonical JSON (first 16 hex)."""
     canonical = json.dumps(inputs, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def occurrences(ids: Sequence[str]) -> tuple[str, ...]:
+    """``ids`` made unique by position: the n-th repeat of an id (n >= 2) becomes ``id#n``.
+
+    Identical rows are separate examples (each is scored, paired and counted); an id seen once
+    is unchanged, so baselines of data without repeats keep their ids.
+    """
+    seen: dict[str, int] = {}
+    unique = []
+    for key in ids:
+        seen[key] = seen.get(key, 0) + 1
+        unique.append(key if seen[key] == 1 else f"{key}#{seen[key]}")
+    return tuple(unique)
+
+
+def example_ids(inputs: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    """Each row's example id, in data order: its inputs' hash, numbered from the second repeat on."""
+    return occurrences([example_id(given) for given in inputs])
 
 
 def _pooled(examples: Sequence[ExampleResult]) -> ExampleResult:

@@ -1,10 +1,11 @@
 """Regression gating: this run's per-example results against the stored baseline.
 
-Examples are paired by id (a hash of their inputs). For pass/fail metrics the test is
-McNemar's exact test, one-sided (it gates on drops): among the examples that changed,
-is "right -> wrong" more frequent than chance? That is an exact binomial test on the
-discordant pairs. For continuous metrics it is a seeded paired bootstrap of the mean
-difference. Either way the difference's confidence interval is a seeded bootstrap.
+Examples are paired by id (a hash of their inputs; a repeated row's id carries its number,
+``id#2``). For pass/fail metrics the test is McNemar's exact test, one-sided (it gates on
+drops): among the examples that changed, is "right -> wrong" more frequent than chance?
+That is an exact binomial test on the discordant pairs. For continuous metrics it is a
+seeded paired bootstrap of the mean difference. Either way the difference's confidence
+interval is a seeded bootstrap.
 SciPy is imported only when a baseline is compared.
 """
 
@@ -14,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from pytest_dspy_local.core.evaluation import occurrences
 from pytest_dspy_local.core.results import CONFIDENCE, Comparison, ExampleResult
 
 BOOTSTRAP_RESAMPLES = 2000
@@ -113,7 +115,10 @@ def against_baseline(examples: Sequence[ExampleResult], baseline: Mapping[str, A
     if baseline is None:
         return Gate(tuple(examples), notes=("no baseline: gated on the threshold only "
                                             "(record one with --dspy-update-baseline)",))
-    stored = {e["id"]: (str(e["source"]), float(e["score"])) for e in baseline.get("examples", [])}
+    recorded = baseline.get("examples", [])
+    # Numbered as this run numbers repeated rows, so a baseline written before repeats were told apart pairs too.
+    ids = occurrences([str(e["id"]) for e in recorded])
+    stored = {key: (str(e["source"]), float(e["score"])) for key, e in zip(ids, recorded, strict=True)}
     marked = tuple(_mark(e, stored) for e in examples)
     current = {e.id: (e.source, e.score) for e in marked}
     comparison = compare(current, stored, alpha=alpha, min_delta=min_delta, seed=seed)

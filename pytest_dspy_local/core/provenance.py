@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_dspy_local.core.data import Row
-from pytest_dspy_local.core.evaluation import example_id
+from pytest_dspy_local.core.evaluation import example_ids
 from pytest_dspy_local.core.results import short_digest
 from pytest_dspy_local.errors import PromptError
 
@@ -139,7 +139,7 @@ def program_sha256(program: dspy.Module) -> str:
 
 def row_ids(rows: Sequence[Row], inputs: Sequence[str]) -> tuple[str, ...]:
     """Each row's example id (as the baseline's per-example results name them)."""
-    return tuple(example_id({k: r.values[k] for k in inputs}) for r in rows)
+    return example_ids([{k: r.values[k] for k in inputs} for r in rows])
 
 
 def versions() -> dict[str, str]:
@@ -159,8 +159,9 @@ def data_change(recorded: Sequence[str] | None, current: Sequence[str] | None) -
     """``data changed: 3 rows added, 1 removed`` (by example id); just ``data changed`` when unknown."""
     if recorded is None or current is None:
         return "data changed"
-    added = sum((Counter(current) - Counter(recorded)).values())
-    removed = sum((Counter(recorded) - Counter(current)).values())
+    # Counted by content: a repeat is ``id#n`` now, a plain ``id`` in files written before.
+    now, then = Counter(i.partition("#")[0] for i in current), Counter(i.partition("#")[0] for i in recorded)
+    added, removed = sum((now - then).values()), sum((then - now).values())
     counts = [(n, verb) for n, verb in ((added, "added"), (removed, "removed")) if n]
     if not counts:
         return "data changed: same inputs, expected outputs or order edited"

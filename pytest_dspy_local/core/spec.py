@@ -3,6 +3,7 @@ core/declared.py decides from the source whether a file is one at all)."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,7 @@ def _threshold(module: ModuleType, path: Path) -> float | None:
 
 
 def signature_fields(program: dspy.Module) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Every predictor's input and output fields, in predictor order (a pipeline's intermediate ones too)."""
     inputs: list[str] = []
     outputs: list[str] = []
     for _, predictor in program.named_predictors():
@@ -69,6 +71,44 @@ def signature_fields(program: dspy.Module) -> tuple[tuple[str, ...], tuple[str, 
         inputs += [n for n in signature.input_fields if n not in inputs]
         outputs += [n for n in signature.output_fields if n not in outputs]
     return tuple(inputs), tuple(outputs)
+
+
+def _forward_parameters(program: dspy.Module) -> tuple[str, ...]:
+    """The named parameters ``forward()`` requires (none when it takes only ``**kwargs``)."""
+    forward = getattr(program, "forward", None)
+    if forward is None:
+        return ()
+    try:
+        parameters = inspect.signature(forward).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to read
+        return ()
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    # A parameter with a default is a knob (k=3), not a data field; `inputs = (...)` can still name it.
+    return tuple(p.name for p in parameters if p.kind in named and p.default is inspect.Parameter.empty)
+
+
+def _own_signature(program: dspy.Module) -> Any:
+    """The signature a module declares for itself (Predict, ChainOfThought, ReAct...), if any."""
+    signature = getattr(program, "signature", None)
+    return signature if hasattr(signature, "input_fields") and hasattr(signature, "output_fields") else None
+
+
+def program_fields(program: dspy.Module) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The program's inputs and outputs: what its caller passes and gets back, not its internals.
+
+    Inputs are ``forward()``'s required named parameters; for a ``forward(**kwargs)`` module, the
+    signature it declares (ReAct's, not its ``trajectory``), else its first predictor's inputs.
+    Outputs are the declared signature's, else every predictor's (a pipeline's final fields among them).
+    """
+    all_inputs, all_outputs = signature_fields(program)
+    own = _own_signature(program)
+    if own is not None:
+        declared_in, outputs = tuple(own.input_fields), tuple(own.output_fields)
+    else:
+        predictors = program.named_predictors()
+        declared_in = tuple(predictors[0][1].signature.input_fields) if predictors else all_inputs
+        outputs = all_outputs
+    return _forward_parameters(program) or declared_in, outputs
 
 
 def _inputs(module: ModuleType, path: Path, default: Sequence[str]) -> tuple[str, ...]:
@@ -95,6 +135,6 @@ def load_spec(module: ModuleType, path: Path) -> PromptSpec:
     if not callable(metric):
         raise PromptError(f"{path}: `metric` must be a function (example, prediction, trace=None) -> number")
     program = make_program(module, path)
-    signature_inputs, outputs = signature_fields(program)
-    inputs = _inputs(module, path, signature_inputs)
+    program_inputs, outputs = program_fields(program)
+    inputs = _inputs(module, path, program_inputs)
     return PromptSpec(prompt_name(path), path, program, metric, _threshold(module, path), inputs, outputs)

@@ -76,6 +76,13 @@ class Models:
         s = settings
         return BackendEngine(backend, max_tokens=s.max_tokens, temperature=s.temperature, seed=s.seed, cache=cache)
 
+    def check_cache(self) -> None:
+        """Open and close the answer cache: ``UsageError`` naming the file and the fix when it cannot be used."""
+        from pytest_dspy_local.models.cache import ResponseCache
+
+        if self.cache_dir is not None:
+            ResponseCache(self.cache_dir).close()
+
     def engine(self) -> BackendEngine:
         """The task model's engine, created on first use; a failure is remembered."""
         if self._error is not None:

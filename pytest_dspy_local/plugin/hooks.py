@@ -129,6 +129,22 @@ def pytest_report_header(config: pytest.Config) -> str:
     return header(None if state is None else state.settings)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Prompt items will run: an answer cache that cannot be used stops the run now (one line, exit code 4).
+
+    xdist workers skip this (a worker cannot stop the run cleanly): their items error with the same line.
+    """
+    config = session.config
+    if config.option.collectonly or hasattr(config, "workerinput"):
+        return
+    if any(getattr(i, "is_prompt_item", False) for i in session.items):
+        from pytest_dspy_local.plugin.outcomes import stopping_on_usage_errors
+
+        with stopping_on_usage_errors():
+            run_state(config).check_cache()
+
+
 def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> list[str]:
     """After collection: the model's digest when prompts will run; skipped look-alike files."""
     lines = []

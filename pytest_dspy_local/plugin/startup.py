@@ -37,9 +37,9 @@ def run_state(config: pytest.Config) -> RunState:
         with stopping_on_usage_errors():
             run = options.resolve(config)
             checks.check_run(run)
-        state = config.stash[STATE_KEY] = RunState(config, run)
-        if run.flags.clear_cache and not hasattr(config, "workerinput"):
-            state.clear_cache()
+            state = config.stash[STATE_KEY] = RunState(config, run)
+            if run.flags.clear_cache and not hasattr(config, "workerinput"):
+                state.clear_cache()
         config.pluginmanager.register(backends, "dspy_local_backends")
     return state
 

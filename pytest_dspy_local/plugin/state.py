@@ -249,12 +249,15 @@ class RunState:
         return calls, cached, len(self._auditor.items)
 
     def clear_cache(self) -> None:
-        """Empty the project's answer cache."""
-        from pytest_dspy_local.models.cache import ResponseCache
+        """Empty the project's answer cache (a damaged one is replaced); ``UsageError`` when it cannot be."""
+        from pytest_dspy_local.models.cache import clear_cache
 
-        cache = ResponseCache(self.cache_dir)
-        cache.clear()
-        cache.close()
+        clear_cache(self.cache_dir)
+
+    def check_cache(self) -> None:
+        """Open the answer cache now, so one that cannot be used stops the run before any item (``UsageError``)."""
+        if not self.flags.no_cache:
+            self.models.check_cache()
 
     def close(self) -> None:
         """Free the models (if they were ever set up)."""
