@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SENTIMENT_ROWS, PromptWriter
+from conftest import SENTIMENT_MODULE, SENTIMENT_ROWS, PromptWriter
 from test_faults import lit, outcome
 
 from pytest_dspy_local.core.gating import against_baseline
@@ -319,3 +319,91 @@ def test_a_baseline_written_before_repeats_had_their_own_ids_still_pairs_every_r
     assert gate.comparison is not None
     assert (gate.comparison.baseline_score, gate.comparison.n_paired, gate.comparison.to_wrong) == (0.333333, 3, ())
     assert [e.flip for e in gate.examples] == [None, None, None]
+
+
+# --- odd programs, data and metrics (probed beyond the issue) ------------------------------------
+
+WRAPPED_MODULE = '''
+import dspy
+
+
+class Wrap(dspy.Module):
+    def __init__(self):
+        super().__init__()
+        self.predict = dspy.Predict("review -> sentiment")
+
+    def forward(self, review):
+        {body}
+
+
+program = Wrap()
+threshold = 0.0
+
+
+def metric(example, prediction, trace=None):
+    return example.sentiment == prediction["sentiment"]
+'''
+
+
+def test_program_that_returns_nothing_is_named_not_the_metric(
+    pytester: pytest.Pytester, write_prompt: PromptWriter
+) -> None:
+    # Before: "metric raised TypeError: 'NoneType' object is not subscriptable ...; fix the metric".
+    write_prompt(rows=SENTIMENT_ROWS[:1], module=WRAPPED_MODULE.format(body="self.predict(review=review)"))
+    outcome(pytester.runpytest(), pytest.ExitCode.TESTS_FAILED, lit(
+        f"{pytester.path / 'prompt_sentiment.py'}: the program returned None for example prompt_sentiment.jsonl:1; "
+        "return the outputs from forward(), e.g. `return self.predict(...)`"))
+
+
+def test_program_that_returns_a_dict_shows_its_fields(pytester: pytest.Pytester, write_prompt: PromptWriter) -> None:
+    # Before: the report showed got: output={'sentiment': ...}.
+    body = 'return {"sentiment": self.predict(review=review).sentiment}'
+    write_prompt(rows=SENTIMENT_ROWS[:1], module=WRAPPED_MODULE.format(body=body))
+    outcome(pytester.runpytest(f"{JSON_REPORT}=report.json"), pytest.ExitCode.OK, "*1 passed*")
+    assert list(report(pytester)["sentiment"]["examples"][0]["got"]) == ["sentiment"]
+
+
+def test_row_without_the_expected_output_is_named_when_the_metric_trips_on_it(
+    pytester: pytest.Pytester, write_prompt: PromptWriter
+) -> None:
+    write_prompt(rows=[SENTIMENT_ROWS[0], {"review": SENTIMENT_ROWS[1]["review"]}])
+    outcome(pytester.runpytest(), pytest.ExitCode.TESTS_FAILED, lit(
+        f"{pytester.path / 'prompt_sentiment.py'}: metric raised AttributeError: 'Example' object has no attribute "
+        "'sentiment' on example prompt_sentiment.jsonl:2; the row lacks 'sentiment', which other rows have: "
+        "add it, or fix the metric"))
+
+
+@pytest.mark.parametrize(("returned", "score"), [("np.bool_(True)", "1.000"), ("np.float32(0.5)", "0.500")])
+def test_metric_returning_a_numpy_scalar_is_a_score(
+    pytester: pytest.Pytester, write_prompt: PromptWriter, returned: str, score: str
+) -> None:
+    # Before: np.bool_ was refused as "metric returned np.True_ (bool) ...; return a number or a bool".
+    module = SENTIMENT_MODULE.replace("    return example.sentiment == prediction.sentiment",
+                                      f"    import numpy as np\n    return {returned}")
+    write_prompt(rows=SENTIMENT_ROWS[:1], module=module + "threshold = 0.0\n")
+    outcome(pytester.runpytest(), pytest.ExitCode.OK, f"sentiment: {score} >= 0.000 on 1 examples*")
+
+
+def test_csv_saved_with_a_byte_order_mark_reads_its_first_column(
+    pytester: pytest.Pytester, write_prompt: PromptWriter
+) -> None:
+    # Excel's "CSV UTF-8" starts with a BOM. Before: "example prompt_sentiment.csv:2 lacks input field 'review'".
+    write_prompt(rows=None, extra="threshold = 0.0\n")
+    row = SENTIMENT_ROWS[0]
+    (pytester.path / "prompt_sentiment.csv").write_bytes(
+        f"\ufeffreview,sentiment\n\"{row['review']}\",{row['sentiment']}\n".encode())
+    outcome(pytester.runpytest(f"{JSON_REPORT}=report.json"), pytest.ExitCode.OK, "*1 passed*")
+    assert report(pytester)["sentiment"]["examples"][0]["inputs"] == {"review": row["review"]}
+
+
+def test_empty_unicode_null_and_nested_inputs_are_evaluated(
+    pytester: pytest.Pytester, write_prompt: PromptWriter
+) -> None:
+    # Real: the embedded model answers each (any answer); none is an error or a crash.
+    reviews: list[Any] = ["", "J'adore 😍 — très bien! שלום مرحبا", None, {"title": "Great", "stars": [5, 5]}]
+    write_prompt(extra="threshold = 0.0\n", rows=[{"review": r, "sentiment": "positive"} for r in reviews])
+    result = pytester.runpytest(f"{JSON_REPORT}=report.json")
+    outcome(result, pytest.ExitCode.OK, "sentiment: * on 4 examples (0 parse failures) ok*")
+    examples = report(pytester)["sentiment"]["examples"]
+    assert [e["inputs"]["review"] for e in examples] == reviews
+    assert all(e["got"]["sentiment"] in ("positive", "negative") for e in examples)

@@ -84,7 +84,9 @@ def _text_lines(path: Path, handle: Any, digest: Any) -> Iterator[str]:
     for number, raw in enumerate(handle, start=1):
         digest.update(raw)
         try:
-            yield raw.decode("utf-8")
+            text = raw.decode("utf-8")
+            # A byte-order mark (Excel's "CSV UTF-8") would become part of the first field name.
+            yield text.removeprefix("\ufeff") if number == 1 else text
         except UnicodeDecodeError as exc:
             raise PromptError(
                 f"{path}:{number}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}: {exc.reason}); "

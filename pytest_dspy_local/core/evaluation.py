@@ -20,7 +20,7 @@ import json
 import math
 import numbers
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -62,6 +62,8 @@ def heard(answer: Answer) -> None:
 def metric_value(value: Any, origin: str, source: str) -> float:
     """A metric's return value as a score in [0, 1] (bool, number, or an object with ``.score``)."""
     number = getattr(value, "score", value)
+    if getattr(number, "shape", None) == () and hasattr(number, "item"):
+        number = number.item()  # a NumPy scalar (np.True_, np.float32): what `np.mean(...) > x` returns
     if isinstance(number, bool):
         return 1.0 if number else 0.0
     if not isinstance(number, numbers.Real):
@@ -161,34 +163,54 @@ def _one_line(text: str, limit: int = 200) -> str:
 
 
 def _outputs(prediction: Any) -> dict[str, Any]:
-    return dict(prediction.toDict()) if hasattr(prediction, "toDict") else {"output": prediction}
+    if hasattr(prediction, "toDict"):
+        return dict(prediction.toDict())
+    return dict(prediction) if isinstance(prediction, Mapping) else {"output": prediction}
 
 
-def _score(metric: Callable[..., Any], example: Any, prediction: Any, origin: str, source: str) -> float:
+def _score(metric: Callable[..., Any], example: Any, prediction: Any, origin: str, row: Row,
+           fields: frozenset[str]) -> float:
     try:
         value = metric(example, prediction)
     except Exception as exc:  # the metric is user code: report which example broke it
+        text = _one_line(str(exc))
+        # A row without a field the others carry (an expected output left out) breaks most metrics.
+        lacking = [f for f in sorted(fields - row.values.keys()) if f in text]
+        fix = (f"the row lacks {lacking[0]!r}, which other rows have: add it, or fix the metric" if lacking
+               else "fix the metric")
         raise PromptError(
-            f"{origin}: metric raised {type(exc).__name__}: {_one_line(str(exc))} on example {source}; fix the metric"
+            f"{origin}: metric raised {type(exc).__name__}: {text} on example {row.source}; {fix}"
         ) from None
-    return metric_value(value, origin, source)
+    return metric_value(value, origin, row.source)
 
 
-def _example(
-    program: dspy.Module, row: Row, metric: Callable[..., Any], inputs: Sequence[str], origin: str, key: str
-) -> ExampleResult:
+@dataclass(frozen=True)
+class _Shared:
+    """What every example of one evaluation shares."""
+
+    program: dspy.Module
+    metric: Callable[..., Any]
+    inputs: Sequence[str]
+    origin: str
+    fields: frozenset[str]  # every key any row has
+
+
+def _example(task: _Shared, row: Row, key: str) -> ExampleResult:
     import dspy
 
-    example = dspy.Example(**row.values).with_inputs(*inputs)
-    given = {k: row.values[k] for k in inputs}
-    expected = {k: v for k, v in row.values.items() if k not in inputs}
+    example = dspy.Example(**row.values).with_inputs(*task.inputs)
+    given = {k: row.values[k] for k in task.inputs}
+    expected = {k: v for k, v in row.values.items() if k not in task.inputs}
     try:
-        prediction, error = _predict(program, given, origin)
+        prediction, error = _predict(task.program, given, task.origin)
     except BackendError as exc:
         raise BackendError(f"example {row.source}: {exc}") from None
     if error is not None:
         return ExampleResult(row.source, given, expected, None, 0.0, error, id=key)
-    score = _score(metric, example, prediction, origin, row.source)
+    if prediction is None:  # else the metric would be blamed for the program's missing `return`
+        raise PromptError(f"{task.origin}: the program returned None for example {row.source}; "
+                          "return the outputs from forward(), e.g. `return self.predict(...)`")
+    score = _score(task.metric, example, prediction, task.origin, row, task.fields)
     return ExampleResult(row.source, given, expected, _outputs(prediction), score, id=key)
 
 
@@ -259,8 +281,10 @@ def evaluate_rows(
     """
     started = time.perf_counter()
 
+    shared = _Shared(program, metric, inputs, origin, frozenset(k for row in rows for k in row.values))
+
     def task(keyed: tuple[Row, str]) -> ExampleResult:
-        return _example(program, keyed[0], metric, inputs, origin, keyed[1])
+        return _example(shared, *keyed)
 
     notify = on_example or (lambda _: None)
     keyed = list(zip(rows, example_ids([{k: r.values[k] for k in inputs} for r in rows]), strict=True))
