@@ -136,6 +136,21 @@ def test_answer_cache_that_is_not_a_database_stops_the_run_and_clear_cache_repla
 
 
 @pytest.mark.fresh_cache
+def test_damaged_answer_cache_under_xdist_errors_each_item_with_the_same_line(
+    pytester: pytest.Pytester, write_prompt: PromptWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker cannot stop the run cleanly: each prompt item errors with the one line instead.
+    one_row_prompt(write_prompt)
+    monkeypatch.setenv("DSPY_LOCAL_CACHE_DIR", str(pytester.path / "answers"))
+    path = pytester.path / "answers" / "responses.sqlite3"
+    path.parent.mkdir()
+    path.write_text("not a database\n")
+    result = pytester.runpytest_subprocess("-n", "2")
+    line = damaged_message(path).removeprefix("ERROR: ")
+    outcome(result, pytest.ExitCode.TESTS_FAILED, lit(f"sentiment: ERROR {line}"))
+
+
+@pytest.mark.fresh_cache
 @pytest.mark.parametrize("flags", [[], [CLEAR_CACHE]], ids=["run", "clear-cache"])
 def test_cache_dir_naming_a_file_stops_the_run(
     pytester: pytest.Pytester, write_prompt: PromptWriter, monkeypatch: pytest.MonkeyPatch, flags: list[str]
