@@ -165,6 +165,19 @@ def test_cache_dir_naming_a_file_stops_the_run(
 
 
 @pytest.mark.fresh_cache
+def test_cache_file_that_is_a_directory_stops_the_run(
+    pytester: pytest.Pytester, write_prompt: PromptWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one_row_prompt(write_prompt)
+    monkeypatch.setenv("DSPY_LOCAL_CACHE_DIR", str(pytester.path / "answers"))
+    path = pytester.path / "answers" / "responses.sqlite3"
+    path.mkdir(parents=True)
+    line = (f"ERROR: answer cache {path} is a directory, not the cache file; move it away, or set `cache_dir` in "
+            "[tool.dspy_local] (or DSPY_LOCAL_CACHE_DIR) to another directory")
+    outcome(pytester.runpytest(), pytest.ExitCode.USAGE_ERROR, lit(line), "stderr")
+
+
+@pytest.mark.fresh_cache
 @pytest.mark.parametrize("flags", [[], [CLEAR_CACHE]], ids=["run", "clear-cache"])
 def test_read_only_project_stops_the_run_naming_the_cache_and_no_cache_runs(
     pytester: pytest.Pytester, write_prompt: PromptWriter, immutable: list[Path], flags: list[str]

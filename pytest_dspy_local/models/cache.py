@@ -47,6 +47,9 @@ def _cannot_open(directory: Path, path: Path, exc: BaseException) -> UsageError:
     if not blocking.is_dir():
         return UsageError(f"cache_dir: {blocking} is a file, not a directory; set `cache_dir` in [tool.dspy_local] "
                           f"(or DSPY_LOCAL_CACHE_DIR) to a directory, or move the file away")
+    if path.is_dir():
+        return UsageError(f"answer cache {path} is a directory, not the cache file; move it away, "
+                          f"or set `cache_dir` in [tool.dspy_local] (or DSPY_LOCAL_CACHE_DIR) to another directory")
     if _damaged(exc):
         return UsageError(f"answer cache {path} is damaged ({exc}); run once with --dspy-clear-cache to start a "
                           f"new one (or delete the file), {NO_CACHE_FIX}")
