@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_dspy_local.core.data import Row
 from pytest_dspy_local.core.results import Evaluation, ExampleResult
-from pytest_dspy_local.core.spec import prompt_name
+from pytest_dspy_local.core.spec import prompt_name, signature_fields
 from pytest_dspy_local.errors import BackendError, DspyLocalError, PromptError
 
 if TYPE_CHECKING:
@@ -165,13 +165,15 @@ def _score(metric: Callable[..., Any], example: Any, prediction: Any, origin: st
 
 
 def _example(
-    program: dspy.Module, row: Row, metric: Callable[..., Any], inputs: Sequence[str], origin: str
+    program: dspy.Module, row: Row, metric: Callable[..., Any], inputs: Sequence[str], origin: str,
+    outputs: Sequence[str] = (),
 ) -> ExampleResult:
     import dspy
 
-    example = dspy.Example(**row.values).with_inputs(*inputs)
+    example = dspy.Example(**row.values).with_inputs(*inputs)  # the metric sees every key, metadata too
     given = {k: row.values[k] for k in inputs}
-    expected = {k: v for k, v in row.values.items() if k not in inputs}
+    # Expected: the output fields; a key that is neither input nor output is row metadata, not a label.
+    expected = {k: v for k, v in row.values.items() if k not in inputs and (not outputs or k in outputs)}
     try:
         prediction, error = _predict(program, given, origin)
     except BackendError as exc:
@@ -246,9 +248,10 @@ def evaluate_rows(
     finishes (from a worker thread when concurrent). The first error stops the evaluation.
     """
     started = time.perf_counter()
+    outputs = signature_fields(program)[1]
 
     def task(row: Row) -> ExampleResult:
-        return _example(program, row, metric, inputs, origin)
+        return _example(program, row, metric, inputs, origin, outputs)
 
     notify = on_example or (lambda _: None)
     if concurrency <= 1 or len(rows) <= 1:

@@ -247,6 +247,7 @@ def optimize_prompt(job: OptimizeJob, models: OptimizerModels, write: Callable[[
     write(f"{settings.optimizer} on {len(train)} train examples; held-out score before: {before:.3f}")
     with progress(write, models.calls_text):
         candidate = run_optimizer(run, spec.program, spec.metric, _examples(train, spec.inputs))
+    without_metadata(candidate)
     after = models.evaluate(candidate, heldout).score
     losses: list[str] = []
     if after > before and models.transfer_losses is not None:
@@ -262,3 +263,17 @@ def optimize_prompt(job: OptimizeJob, models: OptimizerModels, write: Callable[[
                                   {k: job.dataset.rows[0].values[k] for k in spec.inputs}, tuple(losses), held_back)
     write(outcome.summary)
     return outcome
+
+
+def without_metadata(program: dspy.Module) -> None:
+    """Drop data keys that are no signature field (row metadata such as ``category``) from every demo."""
+    for _, predictor in program.named_predictors():
+        fields = {*predictor.signature.input_fields, *predictor.signature.output_fields, "augmented"}
+        predictor.demos = [_only(demo, fields) for demo in predictor.demos]
+
+
+def _only(demo: Any, fields: set[str]) -> Any:
+    extra = [k for k in (demo.keys() if hasattr(demo, "keys") else ()) if k not in fields]
+    if not extra:
+        return demo
+    return demo.without(*extra) if hasattr(demo, "without") else {k: v for k, v in demo.items() if k in fields}

@@ -9,13 +9,15 @@ table but under the command line and environment.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_dspy_local.core.defaults import DEFAULT_MODEL, ENV_PREFIX, PROMPT_FILES
+from pytest_dspy_local.core.defaults import DEFAULT_MODEL, ENV_PREFIX, LOOKALIKE, PROMPT_FILES
 from pytest_dspy_local.errors import UsageError
 
 if sys.version_info >= (3, 11):
@@ -26,6 +28,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 BACKENDS = ("auto", "embedded", "ollama", "openai")
 OPTIMIZERS = ("mipro", "bootstrap", "gepa")
 TABLE = "tool.dspy_local"
+MIN_N_CTX = 512  # DSPy's JSONAdapter system prompt alone runs to a few hundred tokens
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,14 @@ def _positive_int(key: str, value: Any) -> int:
     return number
 
 
+def _n_ctx(key: str, value: Any) -> int:
+    number = _as_int(key, value)
+    if number < MIN_N_CTX:
+        raise UsageError(f"{key} must be at least {MIN_N_CTX} (tokens of context: DSPy's prompts alone take a few "
+                         f"hundred; 8192 is the default), got {value!r}")
+    return number
+
+
 def _positive_float(key: str, value: Any) -> float:
     number = _as_float(key, value)
     if number <= 0:
@@ -256,7 +267,7 @@ PARSERS: dict[str, Parser] = {
     "concurrency": _positive_int,
     "temperature": _temperature,
     "seed": _as_int,
-    "n_ctx": _positive_int,
+    "n_ctx": _n_ctx,
     "optimizer": _optimizer,
     "train_fraction": _fraction,
     "prompt_model": _as_str,
@@ -279,23 +290,50 @@ TARGET_KEYS = {"model": _as_str, "backend": _backend, "base_url": _as_str}
 TABLES = ("prompts", "optimizers", "targets")
 
 
+def nearest(word: str, choices: Iterable[str]) -> str | None:
+    """The choice closest to a misspelt ``word`` (difflib), or None when none is close."""
+    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``" did you mean 'x'?"`` for the nearest choice, or nothing."""
+    near = nearest(word, choices)
+    return "" if near is None else f" did you mean {near!r}?"
+
+
 def read_pyproject(path: Path | None) -> dict[str, Any]:
     """The ``[tool.dspy_local]`` table of ``path``, or {} when there is none."""
     if path is None or not path.is_file():
         return {}
     try:
         text = path.read_text(encoding="utf-8")
-        if "dspy_local" not in text:
+        if "dspy_local" not in text and not LOOKALIKE.search(text):
             return {}  # no table of ours: another tool's file is not ours to parse
         data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: not valid TOML ({exc}); fix the file") from None
     except OSError as exc:
         raise UsageError(f"{path}: cannot be read ({exc.strerror}); make it readable") from None
-    table = data.get("tool", {}).get("dspy_local", {})
+    tool = data.get("tool", {})
+    check_table_name(path, tool if isinstance(tool, dict) else {})
+    table = tool.get("dspy_local", {}) if isinstance(tool, dict) else {}
     if not isinstance(table, dict):
         raise UsageError(f"{path}: [{TABLE}] must be a table")
     return table
+
+
+def _looks_like_ours(name: str) -> bool:
+    flat = re.sub(r"[-_. ]", "", name.lower())
+    return flat in {"dspylocal", "pytestdspylocal"} or difflib.SequenceMatcher(None, "dspy_local", name).ratio() >= 0.8
+
+
+def check_table_name(path: Path, tool: Mapping[str, Any]) -> None:
+    """A misspelt ``[tool.dspy-local]`` would be ignored silently, and the gate with it: refuse it."""
+    for name in tool:
+        if name != "dspy_local" and _looks_like_ours(name):
+            raise UsageError(f"{path}: [tool.{name}] is not read; did you mean [{TABLE}]? rename the table "
+                             "(underscore, no prefix)")
 
 
 def _parse_table(table: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -312,7 +350,8 @@ def _parse_table(table: Mapping[str, Any], where: str) -> dict[str, Any]:
             continue
         if key not in PARSERS:
             known = ", ".join(sorted([*PARSERS, *TABLES]))
-            raise UsageError(f"{where}: unknown key {key!r} in [{TABLE}]; known keys: {known}")
+            hint = did_you_mean(key, [*PARSERS, *TABLES])
+            raise UsageError(f"{where}: unknown key {key!r} in [{TABLE}];{hint} known keys: {known}")
         parsed[key] = PARSERS[key](f"{where} [{TABLE}] {key}", value)
     return parsed
 
@@ -327,8 +366,9 @@ def _parse_prompt_tables(value: Any, where: str) -> dict[str, dict[str, Any]]:
         for key in table:
             if key not in PER_PROMPT_KEYS:
                 known = ", ".join(sorted(PER_PROMPT_KEYS))
+                hint = did_you_mean(key, PER_PROMPT_KEYS)
                 raise UsageError(
-                    f"{where}: unknown key {key!r} in [{TABLE}.prompts.{name}]; known keys: {known}"
+                    f"{where}: unknown key {key!r} in [{TABLE}.prompts.{name}];{hint} known keys: {known}"
                 )
         result[name] = {k: PARSERS[k](f"{where} [{TABLE}.prompts.{name}] {k}", v) for k, v in table.items()}
     return result
@@ -340,7 +380,8 @@ def _parse_optimizer_tables(value: Any, where: str) -> dict[str, dict[str, Any]]
         raise UsageError(f"{where}: [{TABLE}.optimizers] must hold one table per optimizer (mipro, bootstrap, gepa)")
     unknown = sorted(set(value) - set(OPTIMIZERS))
     if unknown:
-        raise UsageError(f"{where}: unknown optimizer table [{TABLE}.optimizers.{unknown[0]}]; use one of "
+        hint = did_you_mean(unknown[0], OPTIMIZERS)
+        raise UsageError(f"{where}: unknown optimizer table [{TABLE}.optimizers.{unknown[0]}];{hint} use one of "
                           f"{', '.join(OPTIMIZERS)}")
     return {name: dict(table) for name, table in value.items()}
 
@@ -356,7 +397,8 @@ def _parse_target_tables(value: Any, where: str) -> dict[str, dict[str, Any]]:
                              "rename the table")
         unknown = sorted(set(table) - set(TARGET_KEYS))
         if unknown:
-            raise UsageError(f"{where}: unknown key {unknown[0]!r} in [{TABLE}.targets.{name}]; known keys: "
+            hint = did_you_mean(unknown[0], TARGET_KEYS)
+            raise UsageError(f"{where}: unknown key {unknown[0]!r} in [{TABLE}.targets.{name}];{hint} known keys: "
                              f"{', '.join(sorted(TARGET_KEYS))}")
         if "model" not in table:
             raise UsageError(f"{where}: [{TABLE}.targets.{name}] needs a model (and usually backend and base_url)")

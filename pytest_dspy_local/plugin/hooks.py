@@ -16,7 +16,7 @@ import pytest
 
 from pytest_dspy_local.core.defaults import PROMPT_FILES, SNAPSHOT_DIR
 from pytest_dspy_local.plugin import options
-from pytest_dspy_local.plugin.startup import SKIPPED_KEY, STATE_KEY, header, run_state
+from pytest_dspy_local.plugin.startup import COLLECTED_KEY, SKIPPED_KEY, STATE_KEY, header, run_state
 
 # Everything else is imported where it is used: a run without prompt modules imports
 # little beyond this module (bench/bench_overhead.py measures it).
@@ -73,6 +73,18 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
     watch_prompt_reports(parent.config)
     return PromptModule.from_parent(parent, path=file_path)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Refuse a per-prompt table that names no prompt module (checked where collected: not on xdist workers)."""
+    config = session.config
+    if not config.stash.get(COLLECTED_KEY, None) or hasattr(config, "workerinput"):
+        return
+    from pytest_dspy_local.plugin.collection import check_prompt_tables
+    from pytest_dspy_local.plugin.outcomes import stopping_on_usage_errors
+
+    with stopping_on_usage_errors():
+        check_prompt_tables(config)
 
 
 def is_prompt_file(path: Path, patterns: Sequence[str]) -> bool:
