@@ -58,7 +58,7 @@ def _instance(cls: type[dspy.Module], path: Path) -> dspy.Module:
     import inspect
 
     try:
-        inspect.signature(cls).bind()
+        inspect.signature(cls.__init__).bind(None)  # DSPy's metaclass hides the signature of cls() itself
     except TypeError as exc:
         raise PromptError(f"{path}: `program = {cls.__name__}` needs constructor arguments ({exc}); "
                           f"write program = {cls.__name__}(...) with them") from None

@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import sys
+import traceback
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -241,6 +242,13 @@ class PromptItem(pytest.Function):
         try:
             with quiet_optimizer(heard):
                 return optimize_prompt(job, models, self._progress)
+        except (ValueError, TypeError) as exc:
+            if not refused_by_optimizer(exc):
+                raise
+            name = settings.optimizer
+            why = " ".join(str(exc).split())
+            raise PromptError(f"{spec.path}: the {name} optimizer stopped: {why}; adjust its settings in "
+                              f"[{TABLE}.optimizers.{name}]") from None
         finally:
             if heard:
                 self.add_report_section("call", "dspy-local optimizer warnings", "\n".join(warning_lines(heard)))
@@ -266,8 +274,14 @@ class PromptItem(pytest.Function):
 
     def _progress(self, line: str) -> None:
         write = terminal_writer(self.config)
-        if write is not None:
+        if write is None:
+            return
+        # Writing past capture resumes it by resetting sys.stdout and sys.stderr: keep quiet_optimizer's redirect.
+        streams = sys.stdout, sys.stderr
+        try:
             write(f"dspy-local optimize {self.name}: {line}")
+        finally:
+            sys.stdout, sys.stderr = streams
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> str | TerminalRepr:  # type: ignore[override]
         """A readable report for a low score or a bad prompt module; pytest's otherwise."""
@@ -381,35 +395,50 @@ class _Heard(logging.Handler):
         self.records.append(record.getMessage().strip().splitlines()[0] if record.getMessage().strip() else "")
 
 
-# A tqdm bar as it reaches a captured stderr: "Bootstrapped 2 full traces ...:  50%|#####     | 2/4 [00:01<00:01, ...]"
-_BAR = re.compile(r"\|\s*\d+/\d+\s*\[|\d+/\d+ \[\d|it/s\]|s/it\]")
+# What DSPy's optimizers print for a terminal: tqdm bars ("Average Metric: 1.00 / 2 (50.0%):  50%|#####  | 1/2
+# [00:18<00:18, 18.50s/it]") and bootstrapping chatter. In a failure report it is hundreds of captured lines.
+_CHATTER = re.compile(r"\|\s*\d+/\d+\s*\[|\d+/\d+ \[\d|it/s\]|s/it\]|^\s*Bootstrapp(ing set|ed \d+ full traces)")
+
+
+def _passed_on(text: str, stream: Any) -> None:
+    """What a block printed, less DSPy's chatter, written to ``stream`` after all."""
+    kept = [line for line in re.split(r"[\r\n]", text) if line.strip() and not _CHATTER.search(line)]
+    if kept:
+        stream.write("\n".join(kept) + "\n")
 
 
 @contextlib.contextmanager
 def quiet_optimizer(records: list[str]) -> Iterator[None]:
-    """While an optimizer runs: DSPy's log warnings and Python warnings go into ``records``, and its tqdm bars
-    (hundreds of captured lines in a failure report) are dropped; anything else written to stderr passes through."""
+    """While an optimizer runs: DSPy's log warnings and Python warnings go into ``records``, its progress bars
+    and bootstrapping chatter are dropped, anything else it prints passes through."""
     logger = logging.getLogger("dspy")
     saved = logger.handlers[:], logger.propagate
     logger.handlers = [_Heard(records)]
     logger.propagate = False
-    buffer, stderr = io.StringIO(), sys.stderr
+    out, err, stdout, stderr = io.StringIO(), io.StringIO(), sys.stdout, sys.stderr
     caught: list[warnings.WarningMessage] = []
     try:
-        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stderr(buffer):
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out), \
+                contextlib.redirect_stderr(err):
             warnings.simplefilter("always")
             yield
     finally:
         records += [f"{w.category.__name__}: {w.message}" for w in caught]
         logger.handlers, logger.propagate = saved
-        kept = [line for line in re.split(r"[\r\n]", buffer.getvalue()) if line.strip() and not _BAR.search(line)]
-        if kept:
-            stderr.write("\n".join(kept) + "\n")
+        _passed_on(out.getvalue(), stdout)
+        _passed_on(err.getvalue(), stderr)
 
 
 def warning_lines(records: Sequence[str], limit: int = 10) -> list[str]:
     """Each distinct warning once, with how often it came, the most frequent first."""
     counts = Counter(r for r in records if r)
-    lines = [f"{n}x {text[:200]}" if n > 1 else text[:200] for text, n in counts.most_common(limit)]
+    cut = [(text if len(text) <= 160 else text[:157] + "...", n) for text, n in counts.most_common(limit)]
+    lines = [f"{n}x {text}" if n > 1 else text for text, n in cut]
     rest = len(counts) - limit
     return lines + ([f"... and {rest} other warning(s)"] if rest > 0 else [])
+
+
+def refused_by_optimizer(exc: BaseException) -> bool:
+    """Whether a ValueError or TypeError came from DSPy's optimizer code checking its settings (not user code)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and "dspy/teleprompt/" in frames[-1].filename.replace("\\", "/")

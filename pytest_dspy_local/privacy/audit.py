@@ -59,9 +59,10 @@ def allowed_hosts(settings: Settings) -> list[str]:
 
 
 ENDPOINT_FIX = {
-    "--dspy-base-url": "fix base_url in [tool.dspy_local], DSPY_LOCAL_BASE_URL or --dspy-base-url",
-    "--dspy-prompt-base-url": "fix prompt_base_url in [tool.dspy_local], DSPY_LOCAL_PROMPT_BASE_URL or "
-                              "--dspy-prompt-base-url",
+    "--dspy-base-url": "write it like http://127.0.0.1:8000/v1 in base_url ([tool.dspy_local], DSPY_LOCAL_BASE_URL "
+                       "or --dspy-base-url)",
+    "--dspy-prompt-base-url": "write it like http://127.0.0.1:8000/v1 in prompt_base_url ([tool.dspy_local], "
+                              "DSPY_LOCAL_PROMPT_BASE_URL or --dspy-prompt-base-url)",
     "OLLAMA_HOST": "fix or unset the variable (e.g. OLLAMA_HOST=127.0.0.1:11434)",
 }
 
@@ -79,8 +80,7 @@ def check_hosts(settings: Settings) -> None:
         try:
             EgressGuard([_as_url(url)], resolve_names=False)
         except ValueError:
-            raise UsageError(f"{name}: {url!r} is not a server address such as http://127.0.0.1:8000/v1; "
-                             f"{ENDPOINT_FIX[name]}") from None
+            raise UsageError(f"{name}: {url!r} is not a server address; {ENDPOINT_FIX[name]}") from None
 
 def check_target_hosts(settings: Settings, targets: Sequence[str]) -> None:
     """A target model on a non-loopback host must be allowed explicitly (its base_url is not enough)."""

@@ -154,8 +154,10 @@ class OpenAIBackend:
         """The JSON body of a successful response; a BackendError otherwise."""
         url = str(response.request.url)
         if response.status_code == 404:
-            fix = self._not_found_fix()
-            raise BackendError(f"--dspy-base-url: {url} answered 404 ({error_text(response)[:80]}); {fix}")
+            # A web page's 404 is HTML: its status line says as much, without the markup.
+            html = response.headers.get("content-type", "").startswith("text/html")
+            why = response.reason_phrase if html else error_text(response)[:80]
+            raise BackendError(f"--dspy-base-url: {url} answered 404 ({why}); {self._not_found_fix()}")
         where = f"openai server at {self.base_url}: HTTP {response.status_code}"
         if response.is_error:
             refusal = context_refusal(where, response.text, CONTEXT_FIX)
