@@ -369,3 +369,60 @@ def test_optimizer_refusing_its_knobs_is_one_line(pytester: pytest.Pytester, wri
     outcome(result, pytest.ExitCode.TESTS_FAILED, lit(
         f"{pytester.path / 'prompt_sentiment.py'}: the mipro optimizer stopped: Minibatch size cannot exceed the "
         "size of the valset. Valset size: 1.; adjust its settings in [tool.dspy_local.optimizers.mipro]"))
+
+
+# --- probed beyond the issue -------------------------------------------------------------------
+
+PROBED_SETTINGS = {
+    # each was accepted silently before: a random seed every run, a NaN timeout, a pattern that collects nothing
+    "seed = -1": "seed must be 0 or more, got -1",
+    "timeout = nan": "timeout must be a finite number, got nan",
+    'prompt_files = ["prompts_*.txt"]': "prompt_files: 'prompts_*.txt' can never match a prompt module (a .py file "
+                                        'name, no directory); use a pattern such as "prompt_*.py"',
+    'optimizer = "mipo"': "optimizer must be one of mipro, bootstrap, gepa, got 'mipo'; did you mean 'mipro'?",
+}
+
+
+@pytest.mark.parametrize("setting", sorted(PROBED_SETTINGS))
+def test_probed_bad_settings_stop_the_run(pytester: pytest.Pytester, setting: str) -> None:
+    pyproject = pytester.makepyprojecttoml(f"[tool.dspy_local]\n{setting}\n")
+    result = pytester.runpytest()
+    usage_error(result, f"{pyproject} [tool.dspy_local] {PROBED_SETTINGS[setting]}")
+
+
+def test_misspelt_environment_variable_is_refused(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DSPY_LOCAL_TRESHOLD", "0.99")  # was ignored: the run gated on the default 0.5
+    result = pytester.runpytest()
+    usage_error(result, "DSPY_LOCAL_TRESHOLD is not a setting of pytest-dspy-local; did you mean "
+                        "DSPY_LOCAL_THRESHOLD? rename or unset it")
+
+
+def test_misspelt_target_key_and_backend_name_the_nearest(
+    pytester: pytest.Pytester, write_prompt: PromptWriter
+) -> None:
+    pyproject = pytester.makepyprojecttoml('[tool.dspy_local.targets.prod]\nmodel = "m"\nbase_ur = "http://x/v1"\n')
+    usage_error(pytester.runpytest(), f"{pyproject}: unknown key 'base_ur' in [tool.dspy_local.targets.prod]; did "
+                                      "you mean 'base_url'? known keys: backend, base_url, model")
+    write_prompt()
+    pytester.makepyprojecttoml('[tool.dspy_local]\nbackend = "olama"\nmodel = "smollm2:135m"\n')
+    outcome(pytester.runpytest(), pytest.ExitCode.TESTS_FAILED, lit(
+        "--dspy-backend: unknown backend 'olama'; did you mean 'ollama'? choose auto, embedded, ollama, openai, "
+        "or one that a conftest.py provides through pytest_dspy_local_make_backend"))
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_data_file_saved_with_a_bom_and_crlf_reads_as_written(
+    pytester: pytest.Pytester, write_prompt: PromptWriter, suffix: str
+) -> None:
+    # Real: a UTF-8 BOM and CRLF line ends, as Excel and Notepad save; the BOM used to rename the first
+    # CSV column ("lacks input field 'review'") and break the first JSON line.
+    write_prompt(rows=None, extra=PASSING)
+    if suffix == ".csv":
+        lines = ["review,sentiment", *(f'"{r["review"]}",{r["sentiment"]}' for r in SENTIMENT_ROWS)]
+    else:
+        lines = [json.dumps(r) for r in SENTIMENT_ROWS]
+    (pytester.path / f"prompt_sentiment{suffix}").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
+    result = pytester.runpytest(f"{JSON_REPORT}=report.json")
+    result.assert_outcomes(passed=1)
+    (prompt,) = json.loads((pytester.path / "report.json").read_text())["prompts"]
+    assert [e["inputs"]["review"] for e in prompt["examples"]] == [r["review"] for r in SENTIMENT_ROWS]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_dspy_local.core.data import Dataset, Row
 from pytest_dspy_local.core.results import Evaluation, OptimizationOutcome
-from pytest_dspy_local.core.settings import OPTIMIZERS, Settings
+from pytest_dspy_local.core.settings import OPTIMIZERS, Settings, did_you_mean
 from pytest_dspy_local.core.snapshot import SnapshotPaths
 from pytest_dspy_local.core.spec import PromptSpec
 from pytest_dspy_local.errors import PromptError, UsageError
@@ -81,8 +81,8 @@ def route_knobs(name: str, knobs: Mapping[str, Any]) -> tuple[dict[str, Any], di
         if key in RESERVED or (key not in init_params and key not in compile_params):
             allowed = sorted((init_params | compile_params) - RESERVED)
             raise UsageError(
-                f"[tool.dspy_local.optimizers.{name}] {key}: not a setting of {cls.__name__} the plugin passes on; "
-                f"use one of: {', '.join(allowed)}"
+                f"[tool.dspy_local.optimizers.{name}] {key}: not a setting of {cls.__name__} the plugin passes on;"
+                f"{did_you_mean(key, allowed)} use one of: {', '.join(allowed)}"
             )
         (init if key in init_params else comp)[key] = value
     return init, comp

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
@@ -146,9 +147,12 @@ def _as_float(key: str, value: Any) -> float:
     if isinstance(value, bool):
         raise UsageError(f"{key} must be a number, got {value!r}")
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise UsageError(f"{key} must be a number, got {value!r}") from None
+    if not math.isfinite(number):  # TOML and float() take nan and inf: no setting means either
+        raise UsageError(f"{key} must be a finite number, got {value!r}")
+    return number
 
 
 def _as_int(key: str, value: Any) -> int:
@@ -171,6 +175,11 @@ def _as_patterns(key: str, value: Any) -> tuple[str, ...]:
     items = value.split() if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)) or not items or not all(isinstance(p, str) for p in items):
         raise UsageError(f"{key} must be a list of glob patterns such as [\"prompt_*.py\"], got {value!r}")
+    for pattern in items:
+        # Prompt modules are .py files named by the pattern (no directories): anything else collects nothing.
+        if not pattern.endswith((".py", "*")) or "/" in pattern:
+            raise UsageError(f"{key}: {pattern!r} can never match a prompt module (a .py file name, no "
+                             "directory); use a pattern such as \"prompt_*.py\"")
     return tuple(items)
 
 
@@ -221,6 +230,13 @@ def _positive_float(key: str, value: Any) -> float:
     return number
 
 
+def _seed(key: str, value: Any) -> int:
+    number = _as_int(key, value)
+    if number < 0:  # llama.cpp reads a negative seed as "random": every run would answer differently
+        raise UsageError(f"{key} must be 0 or more, got {value!r}")
+    return number
+
+
 def _backend(key: str, value: Any) -> str:
     return _as_str(key, value).lower()
 
@@ -228,7 +244,8 @@ def _backend(key: str, value: Any) -> str:
 def _optimizer(key: str, value: Any) -> str:
     name = _as_str(key, value).lower()
     if name not in OPTIMIZERS:
-        raise UsageError(f"{key} must be one of {', '.join(OPTIMIZERS)}, got {value!r}")
+        hint = did_you_mean(name, OPTIMIZERS)
+        raise UsageError(f"{key} must be one of {', '.join(OPTIMIZERS)}, got {value!r}" + (f";{hint}" if hint else ""))
     return name
 
 
@@ -266,7 +283,7 @@ PARSERS: dict[str, Parser] = {
     "max_tokens": _positive_int,
     "concurrency": _positive_int,
     "temperature": _temperature,
-    "seed": _as_int,
+    "seed": _seed,
     "n_ctx": _n_ctx,
     "optimizer": _optimizer,
     "train_fraction": _fraction,
@@ -406,7 +423,23 @@ def _parse_target_tables(value: Any, where: str) -> dict[str, dict[str, Any]]:
     return result
 
 
+# DSPY_LOCAL_* variables that are no setting but are read elsewhere (models/backends/base.py).
+OTHER_ENV = frozenset({"API_KEY"})
+
+
+def _check_env_names(environ: Mapping[str, str]) -> None:
+    """A misspelt ``DSPY_LOCAL_TRESHOLD`` would be ignored silently, and the gate with it."""
+    known = [k.upper() for k in PARSERS] + sorted(OTHER_ENV)
+    for name in sorted(environ):
+        rest = name[len(ENV_PREFIX):]
+        if name.startswith(ENV_PREFIX) and rest not in known:
+            near = nearest(rest, known)
+            hint = f" did you mean {ENV_PREFIX}{near}?" if near else ""
+            raise UsageError(f"{name} is not a setting of pytest-dspy-local;{hint} rename or unset it")
+
+
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    _check_env_names(environ)
     parsed: dict[str, Any] = {}
     for key, parser in PARSERS.items():
         name = ENV_PREFIX + key.upper()
