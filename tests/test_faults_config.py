@@ -188,6 +188,18 @@ def test_plain_web_server_as_ollama_base_url_is_not_a_missing_model(
         "http://127.0.0.1:11434 unless OLLAMA_HOST says otherwise)"))
 
 
+def test_ollama_host_at_a_plain_web_server_is_named_as_itself(
+    pytester: pytest.Pytester, write_prompt: PromptWriter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_prompt()
+    with plain_web_server(tmp_path) as url:
+        monkeypatch.setenv("OLLAMA_HOST", url.removeprefix("http://"))
+        result = pytester.runpytest(f"{MODEL}={OLLAMA_MODEL}")
+    outcome(result, pytest.ExitCode.TESTS_FAILED, lit(
+        f"OLLAMA_HOST: {url}/api/tags answered 404: no Ollama server there; fix the URL (Ollama listens on "
+        "http://127.0.0.1:11434 unless OLLAMA_HOST says otherwise)"))
+
+
 def test_bad_ollama_host_is_named_as_itself(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OLLAMA_HOST", "127.0.0.1:eleven")
     result = pytester.runpytest()

@@ -75,6 +75,8 @@ class OllamaBackend:
     def __init__(self, model: str, *, base_url: str | None, timeout: float) -> None:
         self.model = model
         self.host = resolve_host(base_url, os.environ)
+        # The setting a wrong address is fixed in, for messages about it.
+        self.setting = HOST_ENV if not base_url and os.environ.get(HOST_ENV) else "--dspy-base-url"
         self.timeout = timeout
         self._api_key = os.environ.get(API_KEY_ENV)
         # The client would add OLLAMA_API_KEY (an ollama.com cloud key) to every request;
@@ -115,7 +117,7 @@ class OllamaBackend:
                 "it may have crashed or been stopped: check its log, restart it and run again"
             )
         return BackendError(
-            f"--dspy-base-url: cannot reach Ollama at {self.host} ({reason}); start `ollama serve` or fix the URL"
+            f"{self.setting}: cannot reach Ollama at {self.host} ({reason}); start `ollama serve` or fix the URL"
         )
 
     def _response_error(self, exc: ollama.ResponseError) -> BackendError:
@@ -143,7 +145,7 @@ class OllamaBackend:
             status = "answered 404"
         except ValueError:  # the ollama client's parse of a body that is not its JSON (pydantic's errors too)
             status = "did not answer Ollama's JSON"
-        raise BackendError(f"--dspy-base-url: {self.host}/api/tags {status}: no Ollama server there; fix the URL "
+        raise BackendError(f"{self.setting}: {self.host}/api/tags {status}: no Ollama server there; fix the URL "
                            f"(Ollama listens on http://127.0.0.1:{DEFAULT_PORT} unless OLLAMA_HOST says otherwise)")
 
     def info(self) -> ModelInfo:
