@@ -68,8 +68,7 @@ def _instance(cls: type[dspy.Module], path: Path) -> dspy.Module:
 
 
 def _threshold(module: ModuleType, path: Path) -> float | None:
-    # A number outside [0, 1] is kept: the item then fails showing score and threshold
-    # and says the threshold cannot be met (see collection.PromptItem.runtest).
+    # A number outside [0, 1] is refused when the item runs (plugin/collection.py check_declarations).
     value = getattr(module, "threshold", None)
     if value is None:
         return None

@@ -310,10 +310,7 @@ def verdict(score: float, threshold: float | None) -> list[str]:
     """Why a score fails its threshold (empty when it passes)."""
     if threshold is None or score >= threshold:
         return []
-    reasons = [f"score {score:.3f} is below threshold {threshold:.3f}"]
-    if not 0.0 <= threshold <= 1.0:
-        reasons.append(f"threshold {threshold} is outside [0, 1], so no mean metric can meet it; set one in [0, 1]")
-    return reasons
+    return [f"score {score:.3f} is below threshold {threshold:.3f}"]
 
 
 def program_inputs(program: dspy.Module) -> list[str]:
