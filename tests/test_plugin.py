@@ -22,20 +22,16 @@ def test_passing_prompt_reports_score_model_and_digest(pytester: pytest.Pytester
     ])
 
 
-def test_unreachable_threshold_fails_with_score_and_threshold(
+def test_unreachable_threshold_is_refused_before_any_model_call(
     pytester: pytest.Pytester, write_prompt: PromptWriter
 ) -> None:
     write_prompt(extra="threshold = 1.01\n")
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines([
-        "prompt 'sentiment' failed: score 0.500 is below threshold 1.010; threshold 1.01 is outside [[]0, 1[]]*",
-        "score 0.500 < 1.010 on 4 examples (0 parse failures)",
-        "worst 2 of 4 examples:",
-        "  prompt_sentiment.jsonl:2  score 0.00",
-        "    inputs:   review='Broke after two days, terrible'",
-        "    expected: sentiment='negative'",
-        "    got:      sentiment='positive'",
+        "*prompt_sentiment.py: `threshold = 1.01` must be between 0 and 1 (the mean metric's pass mark), "
+        "e.g. threshold = 0.5",
+        "model calls: 0 (0 to the model, 0 cached) in 1 item(s)",
     ])
     assert "Traceback" not in result.stdout.str()
 
@@ -226,10 +222,10 @@ def test_data_file_and_fixture_together_is_an_error(pytester: pytest.Pytester, w
 
 
 def test_inputs_override(pytester: pytest.Pytester, write_prompt: PromptWriter) -> None:
-    write_prompt(extra="inputs = ('text',)\n")
+    write_prompt(extra="inputs = ('review',)\n", rows=[{"text": "Great", "sentiment": "positive"}])
     result = pytester.runpytest()
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*lacks input field 'text' (inputs: text)*"])
+    result.stdout.fnmatch_lines(["*lacks input field 'review' (inputs: review)*"])
 
 
 def test_unresolvable_backend_stops_the_run_before_any_item(

@@ -84,9 +84,9 @@ def _text_lines(path: Path, handle: Any, digest: Any) -> Iterator[str]:
     for number, raw in enumerate(handle, start=1):
         digest.update(raw)
         try:
-            text = raw.decode("utf-8")
-            # A byte-order mark (Excel's "CSV UTF-8") would become part of the first field name.
-            yield text.removeprefix("\ufeff") if number == 1 else text
+            # utf-8-sig on the first line: Excel and Notepad start UTF-8 files with a BOM, which would
+            # otherwise become part of the first CSV column's name or break the first JSON line.
+            yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
         except UnicodeDecodeError as exc:
             raise PromptError(
                 f"{path}:{number}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x}: {exc.reason}); "

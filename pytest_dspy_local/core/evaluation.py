@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_dspy_local.core.data import Row
 from pytest_dspy_local.core.results import Evaluation, ExampleResult
-from pytest_dspy_local.core.spec import prompt_name
+from pytest_dspy_local.core.spec import prompt_name, signature_fields
 from pytest_dspy_local.errors import BackendError, DspyLocalError, PromptError
 
 if TYPE_CHECKING:
@@ -193,14 +193,17 @@ class _Shared:
     inputs: Sequence[str]
     origin: str
     fields: frozenset[str]  # every key any row has
+    outputs: frozenset[str]  # the program's output fields; other non-input keys are row metadata
 
 
 def _example(task: _Shared, row: Row, key: str) -> ExampleResult:
     import dspy
 
-    example = dspy.Example(**row.values).with_inputs(*task.inputs)
+    example = dspy.Example(**row.values).with_inputs(*task.inputs)  # the metric sees every key, metadata too
     given = {k: row.values[k] for k in task.inputs}
-    expected = {k: v for k, v in row.values.items() if k not in task.inputs}
+    # Expected: the output fields; a key that is neither input nor output is row metadata, not a label.
+    expected = {k: v for k, v in row.values.items()
+                if k not in task.inputs and (not task.outputs or k in task.outputs)}
     try:
         prediction, error = _predict(task.program, given, task.origin)
     except BackendError as exc:
@@ -280,8 +283,8 @@ def evaluate_rows(
     finishes (from a worker thread when concurrent). The first error stops the evaluation.
     """
     started = time.perf_counter()
-
-    shared = _Shared(program, metric, inputs, origin, frozenset(k for row in rows for k in row.values))
+    shared = _Shared(program, metric, inputs, origin, frozenset(k for row in rows for k in row.values),
+                     frozenset(signature_fields(program)[1]))
 
     def task(keyed: tuple[Row, str]) -> ExampleResult:
         return _example(shared, *keyed)

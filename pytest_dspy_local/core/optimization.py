@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_dspy_local.core.data import Dataset, Row
 from pytest_dspy_local.core.results import Evaluation, OptimizationOutcome
-from pytest_dspy_local.core.settings import OPTIMIZERS, Settings
+from pytest_dspy_local.core.settings import OPTIMIZERS, Settings, did_you_mean
 from pytest_dspy_local.core.snapshot import SnapshotPaths
 from pytest_dspy_local.core.spec import PromptSpec
 from pytest_dspy_local.errors import PromptError, UsageError
@@ -81,8 +81,8 @@ def route_knobs(name: str, knobs: Mapping[str, Any]) -> tuple[dict[str, Any], di
         if key in RESERVED or (key not in init_params and key not in compile_params):
             allowed = sorted((init_params | compile_params) - RESERVED)
             raise UsageError(
-                f"[tool.dspy_local.optimizers.{name}] {key}: not a setting of {cls.__name__} the plugin passes on; "
-                f"use one of: {', '.join(allowed)}"
+                f"[tool.dspy_local.optimizers.{name}] {key}: not a setting of {cls.__name__} the plugin passes on;"
+                f"{did_you_mean(key, allowed)} use one of: {', '.join(allowed)}"
             )
         (init if key in init_params else comp)[key] = value
     return init, comp
@@ -247,6 +247,7 @@ def optimize_prompt(job: OptimizeJob, models: OptimizerModels, write: Callable[[
     write(f"{settings.optimizer} on {len(train)} train examples; held-out score before: {before:.3f}")
     with progress(write, models.calls_text):
         candidate = run_optimizer(run, spec.program, spec.metric, _examples(train, spec.inputs))
+    without_metadata(candidate)
     after = models.evaluate(candidate, heldout).score
     losses: list[str] = []
     if after > before and models.transfer_losses is not None:
@@ -262,3 +263,17 @@ def optimize_prompt(job: OptimizeJob, models: OptimizerModels, write: Callable[[
                                   {k: job.dataset.rows[0].values[k] for k in spec.inputs}, tuple(losses), held_back)
     write(outcome.summary)
     return outcome
+
+
+def without_metadata(program: dspy.Module) -> None:
+    """Drop data keys that are no signature field (row metadata such as ``category``) from every demo."""
+    for _, predictor in program.named_predictors():
+        fields = {*predictor.signature.input_fields, *predictor.signature.output_fields, "augmented"}
+        predictor.demos = [_only(demo, fields) for demo in predictor.demos]
+
+
+def _only(demo: Any, fields: set[str]) -> Any:
+    extra = [k for k in (demo.keys() if hasattr(demo, "keys") else ()) if k not in fields]
+    if not extra:
+        return demo
+    return demo.without(*extra) if hasattr(demo, "without") else {k: v for k, v in demo.items() if k in fields}

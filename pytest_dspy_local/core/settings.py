@@ -9,13 +9,16 @@ table but under the command line and environment.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
+import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_dspy_local.core.defaults import DEFAULT_MODEL, ENV_PREFIX, PROMPT_FILES
+from pytest_dspy_local.core.defaults import DEFAULT_MODEL, ENV_PREFIX, LOOKALIKE, PROMPT_FILES
 from pytest_dspy_local.errors import UsageError
 
 if sys.version_info >= (3, 11):
@@ -26,6 +29,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 BACKENDS = ("auto", "embedded", "ollama", "openai")
 OPTIMIZERS = ("mipro", "bootstrap", "gepa")
 TABLE = "tool.dspy_local"
+MIN_N_CTX = 512  # DSPy's JSONAdapter system prompt alone runs to a few hundred tokens
 
 
 @dataclass(frozen=True)
@@ -143,9 +147,12 @@ def _as_float(key: str, value: Any) -> float:
     if isinstance(value, bool):
         raise UsageError(f"{key} must be a number, got {value!r}")
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise UsageError(f"{key} must be a number, got {value!r}") from None
+    if not math.isfinite(number):  # TOML and float() take nan and inf: no setting means either
+        raise UsageError(f"{key} must be a finite number, got {value!r}")
+    return number
 
 
 def _as_int(key: str, value: Any) -> int:
@@ -168,6 +175,11 @@ def _as_patterns(key: str, value: Any) -> tuple[str, ...]:
     items = value.split() if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)) or not items or not all(isinstance(p, str) for p in items):
         raise UsageError(f"{key} must be a list of glob patterns such as [\"prompt_*.py\"], got {value!r}")
+    for pattern in items:
+        # Prompt modules are .py files named by the pattern (no directories): anything else collects nothing.
+        if not pattern.endswith((".py", "*")) or "/" in pattern:
+            raise UsageError(f"{key}: {pattern!r} can never match a prompt module (a .py file name, no "
+                             "directory); use a pattern such as \"prompt_*.py\"")
     return tuple(items)
 
 
@@ -203,10 +215,25 @@ def _positive_int(key: str, value: Any) -> int:
     return number
 
 
+def _n_ctx(key: str, value: Any) -> int:
+    number = _as_int(key, value)
+    if number < MIN_N_CTX:
+        raise UsageError(f"{key} must be at least {MIN_N_CTX} (tokens of context: DSPy's prompts alone take a few "
+                         f"hundred; 8192 is the default), got {value!r}")
+    return number
+
+
 def _positive_float(key: str, value: Any) -> float:
     number = _as_float(key, value)
     if number <= 0:
         raise UsageError(f"{key} must be greater than 0, got {value!r}")
+    return number
+
+
+def _seed(key: str, value: Any) -> int:
+    number = _as_int(key, value)
+    if number < 0:  # llama.cpp reads a negative seed as "random": every run would answer differently
+        raise UsageError(f"{key} must be 0 or more, got {value!r}")
     return number
 
 
@@ -217,7 +244,8 @@ def _backend(key: str, value: Any) -> str:
 def _optimizer(key: str, value: Any) -> str:
     name = _as_str(key, value).lower()
     if name not in OPTIMIZERS:
-        raise UsageError(f"{key} must be one of {', '.join(OPTIMIZERS)}, got {value!r}")
+        hint = did_you_mean(name, OPTIMIZERS)
+        raise UsageError(f"{key} must be one of {', '.join(OPTIMIZERS)}, got {value!r}" + (f";{hint}" if hint else ""))
     return name
 
 
@@ -255,8 +283,8 @@ PARSERS: dict[str, Parser] = {
     "max_tokens": _positive_int,
     "concurrency": _positive_int,
     "temperature": _temperature,
-    "seed": _as_int,
-    "n_ctx": _positive_int,
+    "seed": _seed,
+    "n_ctx": _n_ctx,
     "optimizer": _optimizer,
     "train_fraction": _fraction,
     "prompt_model": _as_str,
@@ -279,23 +307,50 @@ TARGET_KEYS = {"model": _as_str, "backend": _backend, "base_url": _as_str}
 TABLES = ("prompts", "optimizers", "targets")
 
 
+def nearest(word: str, choices: Iterable[str]) -> str | None:
+    """The choice closest to a misspelt ``word`` (difflib), or None when none is close."""
+    found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``" did you mean 'x'?"`` for the nearest choice, or nothing."""
+    near = nearest(word, choices)
+    return "" if near is None else f" did you mean {near!r}?"
+
+
 def read_pyproject(path: Path | None) -> dict[str, Any]:
     """The ``[tool.dspy_local]`` table of ``path``, or {} when there is none."""
     if path is None or not path.is_file():
         return {}
     try:
         text = path.read_text(encoding="utf-8")
-        if "dspy_local" not in text:
+        if "dspy_local" not in text and not LOOKALIKE.search(text):
             return {}  # no table of ours: another tool's file is not ours to parse
         data = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: not valid TOML ({exc}); fix the file") from None
     except OSError as exc:
         raise UsageError(f"{path}: cannot be read ({exc.strerror}); make it readable") from None
-    table = data.get("tool", {}).get("dspy_local", {})
+    tool = data.get("tool", {})
+    check_table_name(path, tool if isinstance(tool, dict) else {})
+    table = tool.get("dspy_local", {}) if isinstance(tool, dict) else {}
     if not isinstance(table, dict):
         raise UsageError(f"{path}: [{TABLE}] must be a table")
     return table
+
+
+def _looks_like_ours(name: str) -> bool:
+    flat = re.sub(r"[-_. ]", "", name.lower())
+    return flat in {"dspylocal", "pytestdspylocal"} or difflib.SequenceMatcher(None, "dspy_local", name).ratio() >= 0.8
+
+
+def check_table_name(path: Path, tool: Mapping[str, Any]) -> None:
+    """A misspelt ``[tool.dspy-local]`` would be ignored silently, and the gate with it: refuse it."""
+    for name in tool:
+        if name != "dspy_local" and _looks_like_ours(name):
+            raise UsageError(f"{path}: [tool.{name}] is not read; did you mean [{TABLE}]? rename the table "
+                             "(underscore, no prefix)")
 
 
 def _parse_table(table: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -312,7 +367,8 @@ def _parse_table(table: Mapping[str, Any], where: str) -> dict[str, Any]:
             continue
         if key not in PARSERS:
             known = ", ".join(sorted([*PARSERS, *TABLES]))
-            raise UsageError(f"{where}: unknown key {key!r} in [{TABLE}]; known keys: {known}")
+            hint = did_you_mean(key, [*PARSERS, *TABLES])
+            raise UsageError(f"{where}: unknown key {key!r} in [{TABLE}];{hint} known keys: {known}")
         parsed[key] = PARSERS[key](f"{where} [{TABLE}] {key}", value)
     return parsed
 
@@ -327,8 +383,9 @@ def _parse_prompt_tables(value: Any, where: str) -> dict[str, dict[str, Any]]:
         for key in table:
             if key not in PER_PROMPT_KEYS:
                 known = ", ".join(sorted(PER_PROMPT_KEYS))
+                hint = did_you_mean(key, PER_PROMPT_KEYS)
                 raise UsageError(
-                    f"{where}: unknown key {key!r} in [{TABLE}.prompts.{name}]; known keys: {known}"
+                    f"{where}: unknown key {key!r} in [{TABLE}.prompts.{name}];{hint} known keys: {known}"
                 )
         result[name] = {k: PARSERS[k](f"{where} [{TABLE}.prompts.{name}] {k}", v) for k, v in table.items()}
     return result
@@ -340,7 +397,8 @@ def _parse_optimizer_tables(value: Any, where: str) -> dict[str, dict[str, Any]]
         raise UsageError(f"{where}: [{TABLE}.optimizers] must hold one table per optimizer (mipro, bootstrap, gepa)")
     unknown = sorted(set(value) - set(OPTIMIZERS))
     if unknown:
-        raise UsageError(f"{where}: unknown optimizer table [{TABLE}.optimizers.{unknown[0]}]; use one of "
+        hint = did_you_mean(unknown[0], OPTIMIZERS)
+        raise UsageError(f"{where}: unknown optimizer table [{TABLE}.optimizers.{unknown[0]}];{hint} use one of "
                           f"{', '.join(OPTIMIZERS)}")
     return {name: dict(table) for name, table in value.items()}
 
@@ -356,7 +414,8 @@ def _parse_target_tables(value: Any, where: str) -> dict[str, dict[str, Any]]:
                              "rename the table")
         unknown = sorted(set(table) - set(TARGET_KEYS))
         if unknown:
-            raise UsageError(f"{where}: unknown key {unknown[0]!r} in [{TABLE}.targets.{name}]; known keys: "
+            hint = did_you_mean(unknown[0], TARGET_KEYS)
+            raise UsageError(f"{where}: unknown key {unknown[0]!r} in [{TABLE}.targets.{name}];{hint} known keys: "
                              f"{', '.join(sorted(TARGET_KEYS))}")
         if "model" not in table:
             raise UsageError(f"{where}: [{TABLE}.targets.{name}] needs a model (and usually backend and base_url)")
@@ -364,7 +423,23 @@ def _parse_target_tables(value: Any, where: str) -> dict[str, dict[str, Any]]:
     return result
 
 
+# DSPY_LOCAL_* variables that are no setting but are read elsewhere (models/backends/base.py).
+OTHER_ENV = frozenset({"API_KEY"})
+
+
+def _check_env_names(environ: Mapping[str, str]) -> None:
+    """A misspelt ``DSPY_LOCAL_TRESHOLD`` would be ignored silently, and the gate with it."""
+    known = [k.upper() for k in PARSERS] + sorted(OTHER_ENV)
+    for name in sorted(environ):
+        rest = name[len(ENV_PREFIX):]
+        if name.startswith(ENV_PREFIX) and rest not in known:
+            near = nearest(rest, known)
+            hint = f" did you mean {ENV_PREFIX}{near}?" if near else ""
+            raise UsageError(f"{name} is not a setting of pytest-dspy-local;{hint} rename or unset it")
+
+
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    _check_env_names(environ)
     parsed: dict[str, Any] = {}
     for key, parser in PARSERS.items():
         name = ENV_PREFIX + key.upper()

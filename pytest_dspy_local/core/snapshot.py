@@ -98,10 +98,54 @@ def read_baseline(paths: SnapshotPaths) -> dict[str, Any] | None:
         value = json.loads(paths.baseline.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise PromptError(f"{paths.baseline}: not valid JSON ({exc}); {fix}") from None
-    if not isinstance(value, dict):
-        raise PromptError(f"{paths.baseline}: not a baseline file; {fix}")
+    problem = "it holds a JSON " + type(value).__name__ if not isinstance(value, dict) else baseline_problem(value)
+    if problem is not None or not isinstance(value, dict):
+        raise DamagedBaseline(f"{paths.baseline}: not a baseline file ({problem}); restore it from git, or replace "
+                              "it with `pytest --dspy-update-baseline`")
     check_written_by(paths.baseline, value)
     return value
+
+
+class DamagedBaseline(PromptError):
+    """Valid JSON that is not a baseline (wrong fields or types): --dspy-update-baseline and --optimize replace it."""
+
+
+_NUMBER = (int, float)
+# Field -> the type a baseline's reader relies on; absent optional fields are fine.
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "examples": (list,), "model": (dict,), "shape": (dict,), "history": (list,), "optimization": (dict,),
+    "provenance": (dict,), "data": (dict,), "versions": (dict,), "score": _NUMBER, "n": (int,),
+    "program_file_sha256": (str,),
+}
+_EXAMPLE_FIELDS: dict[str, tuple[type, ...]] = {"id": (str,), "source": (str,), "score": _NUMBER}
+_TYPE_NAMES = {list: "a list", dict: "an object", str: "a string", int: "a number", float: "a number"}
+
+
+def _wrong(where: str, value: Any, wanted: tuple[type, ...]) -> str | None:
+    if isinstance(value, wanted) and not isinstance(value, bool):
+        return None
+    return f"{where} is {json.dumps(value)[:40]}, not {_TYPE_NAMES[wanted[0]]}"
+
+
+def baseline_problem(value: Mapping[str, Any]) -> str | None:
+    """What makes ``value`` unreadable as a baseline (wrong field types), or None when it reads."""
+    if "examples" not in value:
+        return "no `examples` list"
+    for key, wanted in _FIELDS.items():
+        if key in value and (problem := _wrong(key, value[key], wanted)):
+            return problem
+    for i, example in enumerate(value["examples"]):
+        if not isinstance(example, dict):
+            return f"examples[{i}] is not an object"
+        for key, wanted in _EXAMPLE_FIELDS.items():
+            if problem := _wrong(f"examples[{i}].{key}", example.get(key), wanted):
+                return problem
+    digest = value.get("model", {}).get("digest")
+    if digest is not None and not isinstance(digest, str):
+        return _wrong("model.digest", digest, (str,))
+    if any(not isinstance(entry, dict) for entry in value.get("history", [])):
+        return "history holds an entry that is not an object"
+    return None
 
 
 def _release(text: str) -> tuple[int, int] | None:

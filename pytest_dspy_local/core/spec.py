@@ -41,19 +41,35 @@ def make_program(module: ModuleType, path: Path) -> dspy.Module:
     import dspy
 
     program = module.program
-    if not isinstance(program, dspy.Module) and callable(program) and not isinstance(program, type):
+    if isinstance(program, type) and issubclass(program, dspy.Module):
+        program = _instance(program, path)  # `program = MyModule`: the class is its own zero-argument factory
+    elif not isinstance(program, dspy.Module) and callable(program) and not isinstance(program, type):
         program = program()
     if not isinstance(program, dspy.Module):
+        # A class shows its own name, not its metaclass's (DSPy's ProgramMeta, SignatureMeta).
+        got = f"class {program.__name__}" if isinstance(program, type) else type(program).__name__
         raise PromptError(
             f"{path}: `program` must be a dspy.Module or a zero-argument function returning one, "
-            f"got {type(program).__name__}; e.g. program = dspy.Predict(MySignature)"
+            f"got {got}; e.g. program = dspy.Predict(MySignature)"
         )
     return program
 
 
+def _instance(cls: type[dspy.Module], path: Path) -> dspy.Module:
+    import inspect
+
+    try:
+        inspect.signature(cls.__init__).bind(None)  # DSPy's metaclass hides the signature of cls() itself
+    except TypeError as exc:
+        raise PromptError(f"{path}: `program = {cls.__name__}` needs constructor arguments ({exc}); "
+                          f"write program = {cls.__name__}(...) with them") from None
+    except ValueError:  # no signature to inspect: let the call say
+        pass
+    return cls()
+
+
 def _threshold(module: ModuleType, path: Path) -> float | None:
-    # A number outside [0, 1] is kept: the item then fails showing score and threshold
-    # and says the threshold cannot be met (see collection.PromptItem.runtest).
+    # A number outside [0, 1] is refused when the item runs (plugin/collection.py check_declarations).
     value = getattr(module, "threshold", None)
     if value is None:
         return None

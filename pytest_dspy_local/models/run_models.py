@@ -68,9 +68,11 @@ class Models:
         name = resolve_backend_name(settings)
         backend = self._make_backend(name, settings)
         if backend is None:
+            from pytest_dspy_local.core.settings import BACKENDS, did_you_mean
+
             raise UsageError(
-                f"--dspy-backend: unknown backend {name!r}; choose auto, embedded, ollama, openai, "
-                "or one that a conftest.py provides through pytest_dspy_local_make_backend"
+                f"--dspy-backend: unknown backend {name!r};{did_you_mean(name, BACKENDS)} choose auto, embedded, "
+                "ollama, openai, or one that a conftest.py provides through pytest_dspy_local_make_backend"
             )
         cache = None if self.cache_dir is None else ResponseCache(self.cache_dir)
         s = settings

@@ -13,19 +13,19 @@ from pytest_dspy_local.errors import UsageError
 
 def check_run(run: RunSettings) -> None:
     """Raise ``UsageError`` for the first setting that cannot work."""
-    from pytest_dspy_local.models.backends.builtin import resolve_backend_name
+    from pytest_dspy_local.models.backends.builtin import check_base_url
     from pytest_dspy_local.privacy.audit import check_hosts, check_target_hosts
 
     settings = run.settings
+    check_base_url(settings)
     check_hosts(settings)
-    resolve_backend_name(settings)
     proposal = settings.for_prompt_model()
     if proposal is not None:
-        resolve_backend_name(proposal)
+        check_base_url(proposal, "--dspy-prompt-base-url")
     targets = run.targets()
     for name in targets:
         try:
-            resolve_backend_name(settings.for_target(name))
+            check_base_url(settings.for_target(name), "base_url")
         except UsageError as exc:
             raise UsageError(f"[tool.dspy_local.targets.{name}]: {exc}") from None
     check_target_hosts(settings, targets)

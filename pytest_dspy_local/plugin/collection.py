@@ -8,11 +8,22 @@ fixture is ``request`` (the dataset fixture is looked up when it runs).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import inspect
+import io
+import logging
+import os
+import re
+import sys
+import traceback
 import warnings
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from fnmatch import fnmatch
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -30,7 +41,9 @@ from pytest_dspy_local.core.results import (
     Transfer,
     short_digest,
 )
+from pytest_dspy_local.core.settings import TABLE, did_you_mean
 from pytest_dspy_local.core.snapshot import (
+    DamagedBaseline,
     SnapshotPaths,
     load_into,
     prompt_texts,
@@ -43,7 +56,7 @@ from pytest_dspy_local.core.transfer import check, loss_message, provenance_entr
 from pytest_dspy_local.errors import PromptError, PromptFailure
 from pytest_dspy_local.plugin.outcomes import failure_text
 from pytest_dspy_local.plugin.progress import progress_for, terminal_writer
-from pytest_dspy_local.plugin.startup import run_state
+from pytest_dspy_local.plugin.startup import COLLECTED_KEY, run_state
 from pytest_dspy_local.report.terminal import detail_lines, staleness_note, versions_note
 
 if TYPE_CHECKING:
@@ -73,6 +86,7 @@ class PromptModule(pytest.Module):
 
         import_dspy(run_state(self.config).cache_dir)
         check_declared(self.obj, self.path)
+        self.config.stash.setdefault(COLLECTED_KEY, set()).add(prompt_name(self.path))
         item = PromptItem.from_parent(self, name=prompt_name(self.path), callobj=_prompt_runner)
         return [*super().collect(), item]
 
@@ -121,14 +135,16 @@ class PromptItem(pytest.Function):
 
     def _evaluate(self, state: RunState, entry: ItemAudit) -> PromptResult:
         spec = load_spec(self.module, self.path)
+        check_declarations(spec, self.module)
         # The program as the module makes it, before a snapshot loads into it.
         written, as_written = program_sha256(spec.program), copy.deepcopy(spec.program)
         dataset = self._dataset(spec)
         paths = SnapshotPaths.for_module(self.path)
-        baseline = read_baseline(paths)
+        baseline, replaced = self._baseline(state, paths)
         current = state.provenance(spec, dataset, written)
         stale, notes = self._staleness(state, recorded_provenance(paths, baseline), current,
                                        snapshot_mismatch(paths, baseline))
+        notes += replaced + metadata_notes(dataset.rows, spec)
         outcome = self._optimize_or_load(state, spec, dataset, paths, baseline, stale)
         total = len(state.prompt_rows(spec, dataset.rows)) * state.settings_for(spec.name).repeats
         evaluation = state.evaluate(spec, dataset.rows, progress_for(self.config, self.name, total))
@@ -165,6 +181,16 @@ class PromptItem(pytest.Function):
             prompt=prompt_texts(spec, dataset, paths), optimization=outcome, stale=tuple(stale),
             transfer=transfers,
         )
+
+    @staticmethod
+    def _baseline(state: RunState, paths: SnapshotPaths) -> tuple[Baseline, list[str]]:
+        """The stored baseline; one of the wrong shape is replaced when this run re-records it (with a note)."""
+        try:
+            return read_baseline(paths), []
+        except DamagedBaseline as exc:
+            if not (state.flags.update_baseline or state.flags.optimize is not None):
+                raise
+            return None, [f"{str(exc).split('; restore')[0]}: replaced by this run's results"]
 
     @staticmethod
     def _transfer(
@@ -212,7 +238,20 @@ class PromptItem(pytest.Function):
         models = OptimizerModels(state.models.lm_with(settings), state.models.prompt_lm(), state.task_scorer(spec),
                                  state.models.calls_text, state.models.concurrency(settings),
                                  losses if targets else None)
-        return optimize_prompt(job, models, self._progress)
+        heard: list[str] = []
+        try:
+            with quiet_optimizer(heard):
+                return optimize_prompt(job, models, self._progress)
+        except (ValueError, TypeError) as exc:
+            if not refused_by_optimizer(exc):
+                raise
+            name = settings.optimizer
+            why = " ".join(str(exc).split())
+            raise PromptError(f"{spec.path}: the {name} optimizer stopped: {why}; adjust its settings in "
+                              f"[{TABLE}.optimizers.{name}]") from None
+        finally:
+            if heard:
+                self.add_report_section("call", "dspy-local optimizer warnings", "\n".join(warning_lines(heard)))
 
     def _publish(self, result: PromptResult) -> None:
         """Hand the result to hooks, JUnit properties, the report sections and the run's reports."""
@@ -235,8 +274,14 @@ class PromptItem(pytest.Function):
 
     def _progress(self, line: str) -> None:
         write = terminal_writer(self.config)
-        if write is not None:
+        if write is None:
+            return
+        # Writing past capture resumes it by resetting sys.stdout and sys.stderr: keep quiet_optimizer's redirect.
+        streams = sys.stdout, sys.stderr
+        try:
             write(f"dspy-local optimize {self.name}: {line}")
+        finally:
+            sys.stdout, sys.stderr = streams
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> str | TerminalRepr:  # type: ignore[override]
         """A readable report for a low score or a bad prompt module; pytest's otherwise."""
@@ -265,7 +310,132 @@ def verdict(score: float, threshold: float | None) -> list[str]:
     """Why a score fails its threshold (empty when it passes)."""
     if threshold is None or score >= threshold:
         return []
-    reasons = [f"score {score:.3f} is below threshold {threshold:.3f}"]
-    if not 0.0 <= threshold <= 1.0:
-        reasons.append(f"threshold {threshold} is outside [0, 1], so no mean metric can meet it; set one in [0, 1]")
-    return reasons
+    return [f"score {score:.3f} is below threshold {threshold:.3f}"]
+
+
+def program_inputs(program: dspy.Module) -> list[str]:
+    """Every name the program can take: its predictors' input fields and ``forward``'s named parameters."""
+    names = [n for _, p in program.named_predictors() for n in p.signature.input_fields]
+    try:
+        parameters = inspect.signature(program.forward).parameters.values()
+    except (TypeError, ValueError):
+        parameters = []  # type: ignore[assignment]
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    names += [p.name for p in parameters if p.kind in kinds]
+    return list(dict.fromkeys(names))
+
+
+def check_declarations(spec: PromptSpec, module: ModuleType) -> None:
+    """A module's ``threshold`` outside [0, 1], or an ``inputs`` name the program lacks, weakens the gate silently."""
+    if spec.threshold is not None and not 0.0 <= spec.threshold <= 1.0:
+        raise PromptError(f"{spec.path}: `threshold = {module.threshold!r}` must be between 0 and 1 (the mean "
+                          "metric's pass mark), e.g. threshold = 0.5")
+    if getattr(module, "inputs", None) is None:
+        return
+    known = program_inputs(spec.program)
+    for name in spec.inputs:
+        if name not in known:
+            raise PromptError(f"{spec.path}: `inputs` names {name!r}, which the program does not take;"
+                              f"{did_you_mean(name, known)} its input fields: {', '.join(known) or 'none'}")
+
+
+SKIP_DIRS = ("__pycache__", "site-packages", "__prompt_snapshots__")
+
+
+def prompt_names_on_disk(root: Path, patterns: Sequence[str], norecurse: Sequence[str]) -> set[str]:
+    """Names of the prompt files under ``root`` (pytest's ``norecursedirs`` pruned), collected or not."""
+    names: set[str] = set()
+    for _folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not any(fnmatch(d, p) for p in norecurse)]
+        names |= {prompt_name(Path(f)) for f in files if f.endswith(".py") and any(fnmatch(f, p) for p in patterns)}
+    return names
+
+
+def check_prompt_tables(config: pytest.Config) -> None:
+    """After collection: each ``[tool.dspy_local.prompts.<name>]`` must name a prompt module (a typo gates nothing)."""
+    from pytest_dspy_local.errors import UsageError
+    from pytest_dspy_local.plugin.options import pyproject
+
+    collected = config.stash.get(COLLECTED_KEY, set())
+    state = run_state(config)
+    missing = sorted(set(state.settings.prompts) - collected)
+    if not collected or not missing:  # no prompt module in this run: nothing to compare with
+        return
+    on_disk = prompt_names_on_disk(config.rootpath, state.settings.prompt_files, config.getini("norecursedirs"))
+    for name in missing:
+        if name not in on_disk:
+            hint = did_you_mean(name, sorted(collected | on_disk))
+            raise UsageError(f"{pyproject(config)}: [{TABLE}.prompts.{name}] names no prompt module;{hint} "
+                             "a table's name is its module's file name without `prompt_` and `.py`")
+
+
+def metadata_notes(rows: Sequence[data.Row], spec: PromptSpec) -> list[str]:
+    """Say once which data keys are neither inputs nor outputs: row metadata the metric sees, never a label or demo."""
+    fields = {*spec.inputs, *spec.outputs}
+    extra = sorted({k for row in rows for k in row.values if k not in fields})
+    if not extra or not spec.outputs:
+        return []
+    names = ", ".join(repr(k) for k in extra)
+    return [f"data key(s) {names}: no input or output field of the program, so kept as row metadata (the metric "
+            "sees them; not expected outputs, not in demos)"]
+
+
+class _Heard(logging.Handler):
+    """Collects DSPy's warnings while an optimizer runs, instead of pytest's captured log."""
+
+    def __init__(self, records: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Keep the message's first line."""
+        self.records.append(record.getMessage().strip().splitlines()[0] if record.getMessage().strip() else "")
+
+
+# What DSPy's optimizers print for a terminal: tqdm bars ("Average Metric: 1.00 / 2 (50.0%):  50%|#####  | 1/2
+# [00:18<00:18, 18.50s/it]") and bootstrapping chatter. In a failure report it is hundreds of captured lines.
+_CHATTER = re.compile(r"\|\s*\d+/\d+\s*\[|\d+/\d+ \[\d|it/s\]|s/it\]|^\s*Bootstrapp(ing set|ed \d+ full traces)")
+
+
+def _passed_on(text: str, stream: Any) -> None:
+    """What a block printed, less DSPy's chatter, written to ``stream`` after all."""
+    kept = [line for line in re.split(r"[\r\n]", text) if line.strip() and not _CHATTER.search(line)]
+    if kept:
+        stream.write("\n".join(kept) + "\n")
+
+
+@contextlib.contextmanager
+def quiet_optimizer(records: list[str]) -> Iterator[None]:
+    """While an optimizer runs: DSPy's log warnings and Python warnings go into ``records``, its progress bars
+    and bootstrapping chatter are dropped, anything else it prints passes through."""
+    logger = logging.getLogger("dspy")
+    saved = logger.handlers[:], logger.propagate
+    logger.handlers = [_Heard(records)]
+    logger.propagate = False
+    out, err, stdout, stderr = io.StringIO(), io.StringIO(), sys.stdout, sys.stderr
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out), \
+                contextlib.redirect_stderr(err):
+            warnings.simplefilter("always")
+            yield
+    finally:
+        records += [f"{w.category.__name__}: {w.message}" for w in caught]
+        logger.handlers, logger.propagate = saved
+        _passed_on(out.getvalue(), stdout)
+        _passed_on(err.getvalue(), stderr)
+
+
+def warning_lines(records: Sequence[str], limit: int = 10) -> list[str]:
+    """Each distinct warning once, with how often it came, the most frequent first."""
+    counts = Counter(r for r in records if r)
+    cut = [(text if len(text) <= 160 else text[:157] + "...", n) for text, n in counts.most_common(limit)]
+    lines = [f"{n}x {text}" if n > 1 else text for text, n in cut]
+    rest = len(counts) - limit
+    return lines + ([f"... and {rest} other warning(s)"] if rest > 0 else [])
+
+
+def refused_by_optimizer(exc: BaseException) -> bool:
+    """Whether a ValueError or TypeError came from DSPy's optimizer code checking its settings (not user code)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and "dspy/teleprompt/" in frames[-1].filename.replace("\\", "/")

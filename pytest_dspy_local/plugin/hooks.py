@@ -16,7 +16,7 @@ import pytest
 
 from pytest_dspy_local.core.defaults import PROMPT_FILES, SNAPSHOT_DIR
 from pytest_dspy_local.plugin import options
-from pytest_dspy_local.plugin.startup import SKIPPED_KEY, STATE_KEY, header, run_state
+from pytest_dspy_local.plugin.startup import COLLECTED_KEY, SKIPPED_KEY, STATE_KEY, header, run_state
 
 # Everything else is imported where it is used: a run without prompt modules imports
 # little beyond this module (bench/bench_overhead.py measures it).
@@ -131,17 +131,22 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Prompt items will run: an answer cache that cannot be used stops the run now (one line, exit code 4).
+    """After collection, one line and exit code 4 for a per-prompt table naming no prompt, or an unusable cache.
 
-    xdist workers skip this (a worker cannot stop the run cleanly): their items error with the same line.
+    xdist workers skip both (a worker cannot stop the run cleanly): the controller checks the tables, and
+    the workers' items error with the cache's line.
     """
     config = session.config
-    if config.option.collectonly or hasattr(config, "workerinput"):
+    if hasattr(config, "workerinput"):
         return
-    if any(getattr(i, "is_prompt_item", False) for i in session.items):
-        from pytest_dspy_local.plugin.outcomes import stopping_on_usage_errors
+    from pytest_dspy_local.plugin.outcomes import stopping_on_usage_errors
 
-        with stopping_on_usage_errors():
+    with stopping_on_usage_errors():
+        if config.stash.get(COLLECTED_KEY, None):
+            from pytest_dspy_local.plugin.collection import check_prompt_tables
+
+            check_prompt_tables(config)
+        if not config.option.collectonly and any(getattr(i, "is_prompt_item", False) for i in session.items):
             run_state(config).check_cache()
 
 

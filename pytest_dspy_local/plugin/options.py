@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_dspy_local.core.defaults import ENV_PREFIX
+from pytest_dspy_local.core.defaults import ENV_PREFIX, LOOKALIKE
 
 if TYPE_CHECKING:
     from pytest_dspy_local.core.settings import RunFlags, RunSettings
@@ -185,7 +185,9 @@ def configured(config: pytest.Config) -> bool:
     if any(name.startswith(ENV_PREFIX) or name == "OLLAMA_HOST" for name in os.environ):
         return True
     try:
-        return b"dspy_local" in pyproject(config).read_bytes()
+        text = pyproject(config).read_bytes()
+        # A misspelt table ([tool.dspy-local]) counts: reading the settings says what is wrong with it.
+        return b"dspy_local" in text or LOOKALIKE.search(text.decode("utf-8", "replace")) is not None
     except FileNotFoundError:
         return False
     except OSError:  # unreadable: reading the settings says what is wrong with it

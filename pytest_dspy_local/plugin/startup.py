@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 STATE_KEY = pytest.StashKey["RunState"]()
 # prompt_*.py files that are not prompt modules, with the reason (listed with -v or --collect-only)
 SKIPPED_KEY = pytest.StashKey[list[tuple[Path, str]]]()
+# names of the prompt modules this process collected (a [tool.dspy_local.prompts.<name>] table must name one)
+COLLECTED_KEY = pytest.StashKey[set[str]]()
 
 
 def run_state(config: pytest.Config) -> RunState:

@@ -37,20 +37,50 @@ class TrafficSource(Protocol):
         ...
 
 
+def _endpoints(settings: Settings) -> list[tuple[str, str]]:
+    """The model endpoints and the setting each comes from."""
+    s = settings
+    named = [(s.base_url, "--dspy-base-url"), (s.prompt_base_url, "--dspy-prompt-base-url"),
+             (os.environ.get("OLLAMA_HOST"), "OLLAMA_HOST")]
+    return [(url, name) for url, name in named if url]
+
+
+def _as_url(endpoint: str) -> str:
+    """An endpoint as a URL: Ollama takes ``host:port/path`` and ``:port`` without a scheme."""
+    text = endpoint.strip()
+    if "://" in text:
+        return text
+    return f"http://127.0.0.1{text}" if text.startswith(":") else f"http://{text}"
+
+
 def allowed_hosts(settings: Settings) -> list[str]:
     """Configured hosts plus the model endpoints (URLs are accepted as entries)."""
-    s = settings
-    endpoints = [u for u in (s.base_url, s.prompt_base_url, os.environ.get("OLLAMA_HOST")) if u]
-    return [*s.allow_hosts, *endpoints]
+    return [*settings.allow_hosts, *(_as_url(url) for url, _ in _endpoints(settings))]
+
+
+ENDPOINT_FIX = {
+    "--dspy-base-url": "write it like http://127.0.0.1:8000/v1 in base_url ([tool.dspy_local], DSPY_LOCAL_BASE_URL "
+                       "or --dspy-base-url)",
+    "--dspy-prompt-base-url": "write it like http://127.0.0.1:8000/v1 in prompt_base_url ([tool.dspy_local], "
+                              "DSPY_LOCAL_PROMPT_BASE_URL or --dspy-prompt-base-url)",
+    "OLLAMA_HOST": "fix or unset the variable (e.g. OLLAMA_HOST=127.0.0.1:11434)",
+}
 
 
 def check_hosts(settings: Settings) -> None:
-    """Reject an allow-list entry that is not a host, host:port, IP, network or URL (before any item runs)."""
-    try:
-        EgressGuard(allowed_hosts(settings), resolve_names=False)
-    except ValueError as exc:
-        raise UsageError(f"allow_hosts: {exc}; fix it in [tool.dspy_local] allow_hosts, DSPY_LOCAL_ALLOW_HOSTS "
-                         "or --dspy-allow-hosts (or the model's base_url)") from None
+    """Reject an allow-list entry or model endpoint that is not a host, host:port, IP, network or URL
+    (before any item runs), naming the setting it came from."""
+    for entry in settings.allow_hosts:
+        try:
+            EgressGuard([entry], resolve_names=False)
+        except ValueError as exc:
+            raise UsageError(f"allow_hosts: {exc}; fix it in [tool.dspy_local] allow_hosts, DSPY_LOCAL_ALLOW_HOSTS "
+                             "or --dspy-allow-hosts") from None
+    for url, name in _endpoints(settings):
+        try:
+            EgressGuard([_as_url(url)], resolve_names=False)
+        except ValueError:
+            raise UsageError(f"{name}: {url!r} is not a server address; {ENDPOINT_FIX[name]}") from None
 
 def check_target_hosts(settings: Settings, targets: Sequence[str]) -> None:
     """A target model on a non-loopback host must be allowed explicitly (its base_url is not enough)."""

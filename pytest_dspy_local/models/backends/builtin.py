@@ -34,6 +34,13 @@ def resolve_backend_name(settings: Settings) -> str:
     )
 
 
+def check_base_url(settings: Settings, flag: str = "--dspy-base-url") -> None:
+    """An openai backend's URL needs its scheme (httpx refuses one without); Ollama's may omit it."""
+    url, backend = settings.base_url, resolve_backend_name(settings)
+    if url and backend == "openai" and not url.lower().startswith(("http://", "https://")):
+        raise UsageError(f"{flag}: {url!r} has no http:// or https://; write http://{url.lstrip('/')}")
+
+
 def make_builtin_backend(settings: Settings) -> Backend:
     """One of the built-in backends, chosen by settings (outside pytest: no hooks)."""
     name = resolve_backend_name(settings)

@@ -75,6 +75,8 @@ class OllamaBackend:
     def __init__(self, model: str, *, base_url: str | None, timeout: float) -> None:
         self.model = model
         self.host = resolve_host(base_url, os.environ)
+        # The setting a wrong address is fixed in, for messages about it.
+        self.setting = HOST_ENV if not base_url and os.environ.get(HOST_ENV) else "--dspy-base-url"
         self.timeout = timeout
         self._api_key = os.environ.get(API_KEY_ENV)
         # The client would add OLLAMA_API_KEY (an ollama.com cloud key) to every request;
@@ -115,7 +117,7 @@ class OllamaBackend:
                 "it may have crashed or been stopped: check its log, restart it and run again"
             )
         return BackendError(
-            f"--dspy-base-url: cannot reach Ollama at {self.host} ({reason}); start `ollama serve` or fix the URL"
+            f"{self.setting}: cannot reach Ollama at {self.host} ({reason}); start `ollama serve` or fix the URL"
         )
 
     def _response_error(self, exc: ollama.ResponseError) -> BackendError:
@@ -132,11 +134,24 @@ class OllamaBackend:
             f"--dspy-model: Ollama at {self.host} has no model {self.model!r}; run `ollama pull {self.model}`"
         )
 
+    def _list(self) -> Any:
+        """``GET /api/tags``; a 404 or a body that is not Ollama's means no Ollama there (not a missing model)."""
+        try:
+            with self._translate():
+                return self._client.list()
+        except BackendError as exc:
+            if not str(exc).startswith("--dspy-model:"):  # _translate reads a 404 as a missing model
+                raise
+            status = "answered 404"
+        except ValueError:  # the ollama client's parse of a body that is not its JSON (pydantic's errors too)
+            status = "did not answer Ollama's JSON"
+        raise BackendError(f"{self.setting}: {self.host}/api/tags {status}: no Ollama server there; fix the URL "
+                           f"(Ollama listens on http://127.0.0.1:{DEFAULT_PORT} unless OLLAMA_HOST says otherwise)")
+
     def info(self) -> ModelInfo:
         """Look the model up in ``/api/tags`` (once) for its digest and details."""
         if self._info is None:
-            with self._translate():
-                listing = self._client.list()
+            listing = self._list()
             wanted = with_tag(self.model)
             entry = next((m for m in listing.models if m.model in (self.model, wanted)), None)
             if entry is None or not entry.digest:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from typing import Any
 
 import httpx
@@ -115,7 +116,10 @@ class OpenAIBackend:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         # trust_env=False: an HTTP(S)_PROXY setting must not route prompts off the machine.
         self._http = httpx.Client(timeout=timeout, headers=headers, trust_env=False)
-        self._schema_style = "json_schema"
+        # The response_format shape this server takes, learnt from the first request with a schema
+        # (None until then); _probe makes concurrent first requests wait for that answer.
+        self._schema_style: str | None = None
+        self._probe = threading.Lock()
         self._info: ModelInfo | None = None
 
     def _send(self, method: str, path: str, payload: dict[str, Any] | None = None) -> httpx.Response:
@@ -150,10 +154,10 @@ class OpenAIBackend:
         """The JSON body of a successful response; a BackendError otherwise."""
         url = str(response.request.url)
         if response.status_code == 404:
-            raise BackendError(
-                f"--dspy-base-url: {url} answered 404 ({error_text(response)}); "
-                "the base URL must end in /v1, e.g. http://127.0.0.1:8000/v1"
-            )
+            # A web page's 404 is HTML: its status line says as much, without the markup.
+            html = response.headers.get("content-type", "").startswith("text/html")
+            why = response.reason_phrase if html else error_text(response)[:80]
+            raise BackendError(f"--dspy-base-url: {url} answered 404 ({why}); {self._not_found_fix()}")
         where = f"openai server at {self.base_url}: HTTP {response.status_code}"
         if response.is_error:
             refusal = context_refusal(where, response.text, CONTEXT_FIX)
@@ -166,6 +170,13 @@ class OpenAIBackend:
                 f"--dspy-base-url: {url} did not answer JSON (it sent {body!r}); "
                 "is it an OpenAI-compatible server? see its log"
             ) from None
+
+    def _not_found_fix(self) -> str:
+        """What a 404 means: a URL without its /v1, or no OpenAI-compatible API at that address at all."""
+        if self.base_url.endswith("/v1"):
+            return ("no OpenAI-compatible API answers there (a web server or another service?); "
+                    "point it at the model server, e.g. http://127.0.0.1:8000/v1")
+        return "the base URL must end in /v1, e.g. http://127.0.0.1:8000/v1"
 
     def info(self) -> ModelInfo:
         """Check the model is served (one ``GET /models``) and name the server identity."""
@@ -182,7 +193,7 @@ class OpenAIBackend:
             self._info = ModelInfo("openai", self.model, digest, self.base_url)
         return self._info
 
-    def _payload(self, request: ChatRequest, style: str) -> dict[str, Any]:
+    def _payload(self, request: ChatRequest, style: str | None) -> dict[str, Any]:
         """The chat-completions body; ``max_tokens`` because llama_cpp.server ignores the newer name."""
         payload: dict[str, Any] = {
             "model": self.model,
@@ -192,19 +203,27 @@ class OpenAIBackend:
             "stream": False,
         }
         if request.schema is not None:
-            payload["response_format"] = schema_format(request.schema, style)
+            payload["response_format"] = schema_format(request.schema, style or "json_schema")
         return payload
 
     def _post_chat(self, request: ChatRequest) -> Any:
-        """POST the chat, switching once to llama-cpp-python's schema shape if refused."""
-        # The style this request was sent with: concurrent requests may all have gone out before
-        # the first refusal switched the backend over, and each must retry on its own refusal.
-        style = self._schema_style
-        response = self._send("POST", "/chat/completions", self._payload(request, style))
-        if request.schema is not None and style == "json_schema" and rejects_json_schema(response):
+        """POST the chat; the first one with a schema learns which ``response_format`` shape the server takes."""
+        if request.schema is None or self._schema_style is not None:
+            return self._checked(self._send("POST", "/chat/completions", self._payload(request, self._schema_style)))
+        with self._probe:  # one probe per backend: the other threads wait for its answer
+            if self._schema_style is None:
+                return self._checked(self._probe_schema_style(request))
+        return self._checked(self._send("POST", "/chat/completions", self._payload(request, self._schema_style)))
+
+    def _probe_schema_style(self, request: ChatRequest) -> httpx.Response:
+        """Send OpenAI's ``json_schema``; refused naming ``json_object`` (llama_cpp.server), resend in that shape."""
+        response = self._send("POST", "/chat/completions", self._payload(request, "json_schema"))
+        if rejects_json_schema(response):
             self._schema_style = "json_object"
-            response = self._send("POST", "/chat/completions", self._payload(request, "json_object"))
-        return self._checked(response)
+            return self._send("POST", "/chat/completions", self._payload(request, "json_object"))
+        if response.is_success:
+            self._schema_style = "json_schema"
+        return response  # an error says nothing of the shape: the next request probes again
 
     def chat(self, request: ChatRequest) -> ChatResult:
         """Answer one chat request, schema-constrained when the request has a schema."""
