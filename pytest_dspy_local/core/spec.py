@@ -89,18 +89,21 @@ def signature_fields(program: dspy.Module) -> tuple[tuple[str, ...], tuple[str, 
     return tuple(inputs), tuple(outputs)
 
 
-def _forward_parameters(program: dspy.Module) -> tuple[str, ...]:
-    """The named parameters ``forward()`` requires (none when it takes only ``**kwargs``)."""
-    forward = getattr(program, "forward", None)
+def forward_parameters(program: dspy.Module, *, required: bool = True) -> tuple[str, ...]:
+    """The named parameters ``forward()`` takes (only those without a default when ``required``)."""
+    # Read from the class: DSPy warns ("Calling module.forward(...) directly is discouraged") whenever
+    # `forward` is looked up on an instance outside its own __call__.
+    forward = getattr(type(program), "forward", None)
     if forward is None:
         return ()
     try:
-        parameters = inspect.signature(forward).parameters.values()
+        parameters = list(inspect.signature(forward).parameters.values())[1:]  # without `self`
     except (TypeError, ValueError):  # a builtin or C callable: nothing to read
         return ()
     named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     # A parameter with a default is a knob (k=3), not a data field; `inputs = (...)` can still name it.
-    return tuple(p.name for p in parameters if p.kind in named and p.default is inspect.Parameter.empty)
+    return tuple(p.name for p in parameters
+                 if p.kind in named and (not required or p.default is inspect.Parameter.empty))
 
 
 def _own_signature(program: dspy.Module) -> Any:
@@ -124,7 +127,7 @@ def program_fields(program: dspy.Module) -> tuple[tuple[str, ...], tuple[str, ..
         predictors = program.named_predictors()
         declared_in = tuple(predictors[0][1].signature.input_fields) if predictors else all_inputs
         outputs = all_outputs
-    return _forward_parameters(program) or declared_in, outputs
+    return forward_parameters(program) or declared_in, outputs
 
 
 def _inputs(module: ModuleType, path: Path, default: Sequence[str]) -> tuple[str, ...]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import inspect
 import io
 import logging
 import os
@@ -51,7 +50,7 @@ from pytest_dspy_local.core.snapshot import (
     recorded_provenance,
     snapshot_mismatch,
 )
-from pytest_dspy_local.core.spec import check_declared, load_spec, prompt_name
+from pytest_dspy_local.core.spec import check_declared, forward_parameters, load_spec, prompt_name
 from pytest_dspy_local.core.transfer import check, loss_message, provenance_entry, transfer_rows
 from pytest_dspy_local.errors import PromptError, PromptFailure
 from pytest_dspy_local.plugin.outcomes import failure_text
@@ -316,12 +315,7 @@ def verdict(score: float, threshold: float | None) -> list[str]:
 def program_inputs(program: dspy.Module) -> list[str]:
     """Every name the program can take: its predictors' input fields and ``forward``'s named parameters."""
     names = [n for _, p in program.named_predictors() for n in p.signature.input_fields]
-    try:
-        parameters = inspect.signature(program.forward).parameters.values()
-    except (TypeError, ValueError):
-        parameters = []  # type: ignore[assignment]
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    names += [p.name for p in parameters if p.kind in kinds]
+    names += forward_parameters(program, required=False)
     return list(dict.fromkeys(names))
 
 
