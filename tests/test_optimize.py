@@ -169,13 +169,17 @@ def test_plain_run_uses_the_snapshot(pytester: pytest.Pytester, optimized: pytes
                                  "model calls: 10 (0 to the model, 10 cached) in 1 item(s)"])
 
 
-def test_second_optimize_with_warm_cache_changes_no_byte(
+def test_second_optimize_changes_no_byte(
     pytester: pytest.Pytester, optimized: pytest.RunResult
 ) -> None:
     before = snapshot_bytes(pytester)
     result = pytester.runpytest(OPTIMIZE, BOOTSTRAP)
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*no improvement: kept the current snapshot*"])
+    # The forced snapshot gets 4 of the 5 held-out rows wrong: too few for McNemar to find a gain at 0.05,
+    # so the optimizer is not run at all.
+    result.stdout.fnmatch_lines(["*not optimized (bootstrap, 5 train / 5 held-out examples): held-out 0.200; held-out "
+                                 "split too small for a significant gain: 5 held-out rows, 4 of them wrong now, *; "
+                                 "kept the current program (add rows, or use --optimize=force)"])
     assert snapshot_bytes(pytester) == before
     assert "snapshot written" not in result.stdout.str()
 
