@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from pytest_dspy_local.models.backends.embedded import default_model_path, file_digest
-from pytest_dspy_local.plugin.options import OPTIMIZE, OPTIMIZE_FORCE, OPTIMIZER, PROMPT_MODEL
+from pytest_dspy_local.plugin.options import OPTIMIZE, OPTIMIZE_BUDGET, OPTIMIZE_FORCE, OPTIMIZER, PROMPT_MODEL
 
 CODE_MODULE = '''
 import dspy
@@ -66,19 +66,29 @@ def snapshot_bytes(pytester: pytest.Pytester) -> dict[str, bytes]:
 
 @pytest.fixture
 def optimized(pytester: pytest.Pytester) -> pytest.RunResult:
-    """A first `--optimize` run of the code prompt."""
+    """A first `--optimize=force` run of the code prompt: a snapshot with the optimizer's demos."""
     write_code_prompt(pytester)
-    result = pytester.runpytest(OPTIMIZE, BOOTSTRAP)
+    result = pytester.runpytest(OPTIMIZE_FORCE, BOOTSTRAP)
     result.assert_outcomes(passed=1)
     return result
 
 
-def test_improvement_is_kept_as_json_and_rendered_prompt(
-    pytester: pytest.Pytester, optimized: pytest.RunResult
-) -> None:
-    optimized.stdout.fnmatch_lines([
-        "dspy-local optimize code: bootstrap on 5 train examples; held-out score before: 0.000",
-        "*optimized (bootstrap, 5 train / 5 held-out examples): held-out 0.000 -> 0.*; improved: snapshot updated",
+# On 5 held-out rows the demos win one row (0.000 -> 0.200): McNemar's one-sided p is 0.5. A loose
+# optimize_alpha makes that gain "significant", to see what an accepted snapshot records.
+LOOSE_ALPHA = "[tool.dspy_local]\noptimize_alpha = 0.6\n"
+
+
+def test_significant_gain_is_kept_with_the_test_and_a_review_of_what_changed(pytester: pytest.Pytester) -> None:
+    write_code_prompt(pytester)
+    pytester.makepyprojecttoml(LOOSE_ALPHA)
+    result = pytester.runpytest(OPTIMIZE, BOOTSTRAP)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([
+        "dspy-local optimize code: projected at most 15 model calls: 5 task + 0 proposal (5 train rows x 1 round(s)),"
+        " + 10 for the held-out evaluations",
+        "dspy-local optimize code: bootstrap on 5 train examples; held-out score before: 0.000; *",
+        "*optimized (bootstrap, 5 train / 5 held-out examples): held-out 0.000 -> 0.200 (+0.200, 95% CI [[]+0.00, "
+        "+0.60[]]) on 5 rows, p=0.5 by McNemar exact (one-sided): improved: snapshot updated",
         "snapshot written: *__prompt_snapshots__*prompt_code.baseline.json",
     ])
     files = snapshot_bytes(pytester)
@@ -89,10 +99,65 @@ def test_improvement_is_kept_as_json_and_rendered_prompt(
     assert program["demos"], "the optimizer's few-shot demos are in the snapshot"
     prompt = files["__prompt_snapshots__/prompt_code.prompt.md"].decode()
     assert "### system" in prompt and "Give the review's sentiment code." in prompt
+    # The reviewer's table: the held-out row won, with input, expected, old and new answers; the demos added.
+    assert "## What changed on the held-out rows" in prompt
+    assert "### Won: the new program scores higher (1)" in prompt
+    assert "### Lost: the new program scores lower (0)" in prompt
+    won_row = next(line for line in prompt.splitlines() if line.startswith("| prompt_code.jsonl"))
+    cells = [c.strip() for c in won_row.strip("|").split("|")]
+    assert cells[1].startswith("review=") and cells[2] in ("code='POS'", "code='NEG'")
+    assert cells[3] != cells[4] and cells[4] == cells[2], "old answer wrong, new answer right"
+    assert f"### Demos added ({len(program['demos'])})" in prompt
     baseline = json.loads(files["__prompt_snapshots__/prompt_code.baseline.json"])
-    assert baseline["optimization"]["heldout_score_after"] > baseline["optimization"]["heldout_score_before"]
+    optimization = baseline["optimization"]
+    assert optimization["heldout_score_after"] > optimization["heldout_score_before"]
+    assert optimization["test"] == "McNemar exact (one-sided)" and optimization["p_value"] == 0.5
+    assert optimization["significant"] and optimization["alpha"] == 0.6 and len(optimization["heldout_won"]) == 1
+    assert optimization["ci"] == [0.0, 0.6]
     assert baseline["model"]["digest"].startswith("sha256:") and baseline["data"]["origin"] == "prompt_code.jsonl"
     assert len(baseline["examples"]) == len(CODE_ROWS)
+
+
+def test_a_winner_that_is_not_significant_changes_no_byte_and_force_keeps_it(pytester: pytest.Pytester) -> None:
+    write_code_prompt(pytester)
+    first = pytester.runpytest(OPTIMIZE, BOOTSTRAP)  # no snapshot yet: the program as written is recorded
+    first.stdout.fnmatch_lines(["*p=0.5 by McNemar exact (one-sided): not significant, kept the program as written*"])
+    before = snapshot_bytes(pytester)
+    assert json.loads(before["__prompt_snapshots__/prompt_code.program.json"])["demos"] == []
+    assert "## What changed" not in before["__prompt_snapshots__/prompt_code.prompt.md"].decode()
+    again = pytester.runpytest(OPTIMIZE, BOOTSTRAP)
+    again.assert_outcomes(passed=1)
+    again.stdout.fnmatch_lines([
+        "dspy-local optimize code: optimized (bootstrap, 5 train / 5 held-out examples): held-out 0.000 -> 0.200 "
+        "(+0.200, 95% CI [[]+0.00, +0.60[]]) on 5 rows, p=0.5 by McNemar exact (one-sided): not significant, "
+        "kept the current program (need about * held-out rows to detect +0.20; add rows or use --optimize=force)",
+    ])
+    assert snapshot_bytes(pytester) == before, "the snapshot files are unchanged byte for byte"
+    assert "snapshot written" not in again.stdout.str()
+    forced = pytester.runpytest(OPTIMIZE_FORCE, BOOTSTRAP)
+    forced.stdout.fnmatch_lines(["*p=0.5 by McNemar exact (one-sided): replaced the snapshot (--optimize=force)"])
+    assert json.loads((pytester.path / "__prompt_snapshots__/prompt_code.program.json").read_text())["demos"]
+
+
+def test_a_held_out_split_too_small_is_reported_before_the_optimizer_runs(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(prompt_code=CODE_MODULE)
+    rows = CODE_ROWS[:8]  # 4 held-out rows: McNemar at 0.05 needs 5 rows to improve
+    (pytester.path / "prompt_code.jsonl").write_text("".join(json.dumps({"review": r, "code": c}) + "\n"
+                                                             for r, c in rows))
+    result = pytester.runpytest(OPTIMIZE, BOOTSTRAP)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([
+        "dspy-local optimize code: not optimized (bootstrap, 4 train / 4 held-out examples): held-out 0.000; "
+        "held-out split too small for a significant gain: 4 held-out rows, 4 of them wrong now, and McNemar exact "
+        "at optimize_alpha 0.05 needs at least 5 rows to improve (with none lost); at this error rate that takes "
+        "about 5 held-out rows, 10 rows of data at train_fraction 0.5; kept the program as written "
+        "(add rows, or use --optimize=force)",
+    ])
+    assert "demos" not in result.stdout.str() and "trial" not in result.stdout.str()
+    forced = pytester.runpytest(OPTIMIZE_FORCE, BOOTSTRAP)
+    forced.stdout.fnmatch_lines(["dspy-local optimize code: warning: held-out split too small for a significant "
+                                 "gain: *; optimizing anyway (--optimize=force)",
+                                 "*replaced the snapshot (--optimize=force)"])
 
 
 def test_plain_run_uses_the_snapshot(pytester: pytest.Pytester, optimized: pytest.RunResult) -> None:
@@ -104,13 +169,17 @@ def test_plain_run_uses_the_snapshot(pytester: pytest.Pytester, optimized: pytes
                                  "model calls: 10 (0 to the model, 10 cached) in 1 item(s)"])
 
 
-def test_second_optimize_with_warm_cache_changes_no_byte(
+def test_second_optimize_changes_no_byte(
     pytester: pytest.Pytester, optimized: pytest.RunResult
 ) -> None:
     before = snapshot_bytes(pytester)
     result = pytester.runpytest(OPTIMIZE, BOOTSTRAP)
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*no improvement: kept the current snapshot*"])
+    # The forced snapshot gets 4 of the 5 held-out rows wrong: too few for McNemar to find a gain at 0.05,
+    # so the optimizer is not run at all.
+    result.stdout.fnmatch_lines(["*not optimized (bootstrap, 5 train / 5 held-out examples): held-out 0.200; held-out "
+                                 "split too small for a significant gain: 5 held-out rows, 4 of them wrong now, *; "
+                                 "kept the current program (add rows, or use --optimize=force)"])
     assert snapshot_bytes(pytester) == before
     assert "snapshot written" not in result.stdout.str()
 
@@ -121,7 +190,8 @@ def test_force_replaces_the_snapshot_even_without_improvement(
     baseline = pytester.path / "__prompt_snapshots__/prompt_code.baseline.json"
     result = pytester.runpytest(OPTIMIZE_FORCE, BOOTSTRAP)
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*held-out * -> *; replaced the snapshot (--optimize=force)",
+    result.stdout.fnmatch_lines(["*held-out * -> * on 5 rows, p=* by McNemar exact (one-sided): replaced the snapshot "
+                                 "(--optimize=force)",
                                  "snapshot written: *prompt_code.baseline.json"])
     assert "--optimize=force" in json.loads(baseline.read_text())["optimization"]["decision"]
 
@@ -283,14 +353,55 @@ def test_mipro_runs_on_the_embedded_model_with_progress(pytester: pytest.Pyteste
     result = pytester.runpytest(OPTIMIZE)
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines([
-        "dspy-local optimize code: mipro on 5 train examples; held-out score before: 0.000",
-        "dspy-local optimize code: step 1: bootstrap fewshot examples (*model calls, * cached)",
-        "dspy-local optimize code: trial 1/*, best so far *",
+        # MIPROv2 light on 5 train rows: 4 validation rows, 1 to bootstrap from; 10 trials; 3 proposals.
+        "dspy-local optimize code: projected at most 61 model calls: 48 task + 3 proposal (bootstrap <= 4, 10 trials "
+        "x 4 + 1 full evaluation(s) x 4), + 10 for the held-out evaluations",
+        "dspy-local optimize code: mipro on 5 train examples; held-out score before: 0.000; *",
+        "dspy-local optimize code: step 1: bootstrap fewshot examples (0 of ~51 projected model calls*)",
+        "dspy-local optimize code: full evaluation of the current program (* of ~51 projected model calls*)",
+        "dspy-local optimize code: trial 1/10, best so far *",
+        "dspy-local optimize code: trial 10/10, best so far *",
         "dspy-local optimize code: optimized (mipro, 5 train / 5 held-out examples): held-out 0.000 -> *",
     ])
+    out = result.stdout.str()
+    assert "trial 11/" not in out, "the trial counter never exceeds its total"
+    used = int(out.split("trial 10/10")[1].split("(")[1].split(" of")[0])
+    assert 40 <= used <= 51, "the projection bounds the calls made"
     baseline = json.loads((pytester.path / "__prompt_snapshots__/prompt_code.baseline.json").read_text())
     assert baseline["optimization"]["settings"] == {"auto": "light", "data_aware_proposer": False,
                                                     "program_aware_proposer": False}
+
+
+def test_budget_stops_mipro_between_trials_and_tests_its_best_so_far(pytester: pytest.Pytester) -> None:
+    write_code_prompt(pytester)
+    pytester.makepyprojecttoml(MIPRO_CHEAP)
+    result = pytester.runpytest(OPTIMIZE, f"{OPTIMIZE_BUDGET}=24")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([
+        "dspy-local optimize code: projected at most 61 model calls: *; budget 24 model calls",
+        "dspy-local optimize code: budget reached (24 model calls) after * model calls: testing the best candidate "
+        "so far",
+        "dspy-local optimize code: optimized (mipro, 5 train / 5 held-out examples; budget reached: 24 model calls): "
+        "held-out 0.000 -> * on 5 rows, p=* by McNemar exact (one-sided): *",
+    ])
+    out = result.stdout.str()
+    used = int(out.split("budget reached (24 model calls) after ")[1].split(" ")[0])
+    # Bootstrapping (4), 3 proposals and the default program's full evaluation (4) leave room for 3 trials of 4 rows.
+    assert 20 <= used <= 24, used
+    assert "trial 4/10" not in out
+    baseline = json.loads((pytester.path / "__prompt_snapshots__/prompt_code.baseline.json").read_text())
+    assert baseline["optimization"]["budget_reached"] and baseline["optimization"]["budget"] == "24 model calls"
+
+
+def test_budget_caps_bootstrap_train_rows(pytester: pytest.Pytester) -> None:
+    write_code_prompt(pytester)
+    result = pytester.runpytest(OPTIMIZE_FORCE, BOOTSTRAP, f"{OPTIMIZE_BUDGET}=3")
+    result.stdout.fnmatch_lines([
+        "dspy-local optimize code: projected at most 13 model calls: 3 task + 0 proposal (3 train rows x 1 round(s)), "
+        "+ 10 for the held-out evaluations; budget 3 model calls",
+        "dspy-local optimize code: bootstrap on 3 train examples; *",
+        "dspy-local optimize code: budget reached (3 model calls) after * model calls*",
+    ])
 
 
 def test_gepa_runs_on_the_embedded_model_with_its_budget_knob(pytester: pytest.Pytester) -> None:
@@ -347,3 +458,71 @@ def test_temp_files_of_a_killed_write_are_removed_by_the_next(tmp_path: Path) ->
     write_atomically({target: b"{}\n"})
     assert target.read_bytes() == b"{}\n"
     assert not old.exists() and fresh.exists()
+
+
+# Unit tests: the projection's arithmetic and the acceptance decision, without a pytest run.
+
+
+def test_projection_of_mipro_light_follows_dspy_settings() -> None:
+    from pytest_dspy_local.core.projection import project
+
+    # 12 train rows: MIPROv2 validates on int(12 * 0.8) = 9 and bootstraps from 3; light: 6 candidates,
+    # 3 instructions, 10 trials (2 * 2 variables * log2(6)); no minibatches at 9 validation rows.
+    p = project("mipro", {}, predictors=1, train=12, heldout=13)
+    assert (p.trials, p.trial_calls) == (10, 9)
+    assert p.task_calls == 4 * 3 + 10 * 9 + 9  # 4 bootstrapped demo sets x 3 rows, trials, default program
+    assert p.prompt_calls == 3 + 2 + 2  # instructions, program-aware (predictors + 1), data summary (1 batch + 1)
+    assert p.heldout_calls == 26 and p.total == p.task_calls + p.prompt_calls + 26
+    # 100 train rows: 80 validation rows, so minibatches of 35 and full evaluations every 5 trials.
+    big = project("mipro", {"data_aware_proposer": False, "program_aware_proposer": False}, 1, 100, 10)
+    assert big.trial_calls == 35 and big.task_calls == 4 * 20 + 10 * 35 + (1 + 2) * 80
+    # Zero-shot MIPROv2: no demos to bootstrap, 6 instructions, trials from 1 variable.
+    zero = project("mipro", {"max_bootstrapped_demos": 0, "max_labeled_demos": 0}, 1, 12, 13)
+    assert zero.trials == 9 and zero.task_calls == 9 * 9 + 9 and zero.prompt_calls == 6 + 2 + 2
+
+
+def test_projection_of_bootstrap_and_gepa() -> None:
+    from pytest_dspy_local.core.projection import project
+
+    assert project("bootstrap", {"max_rounds": 2}, 2, 10, 5).task_calls == 10 * 2 * 2
+    assert project("gepa", {"max_metric_calls": 30}, 1, 5, 5).task_calls == 30
+    assert project("gepa", {"max_full_evals": 3}, 1, 5, 5).task_calls == 15
+    import dspy
+
+    for predictors, train in ((1, 10), (2, 40), (1, 3)):
+        # Against DSPy's own arithmetic (an instance method that reads nothing from the instance).
+        dspy_budget = dspy.GEPA.auto_budget(None, predictors, 6, train)  # type: ignore[arg-type]
+        assert project("gepa", {}, predictors, train, 5).task_calls == dspy_budget * predictors
+
+
+def test_budget_parsing() -> None:
+    from pytest_dspy_local.core.settings import Budget, resolve
+    from pytest_dspy_local.errors import UsageError
+
+    assert resolve({"optimize_budget": "40"}, {}, None)[0].optimize_budget == Budget(calls=40)
+    assert resolve({"optimize_budget": "10m"}, {}, None)[0].optimize_budget == Budget(seconds=600.0)
+    assert resolve({}, {"DSPY_LOCAL_OPTIMIZE_BUDGET": "90s"}, None)[0].optimize_budget == Budget(seconds=90.0)
+    with pytest.raises(UsageError, match="--optimize-budget must be a number of model calls"):
+        resolve({"optimize_budget": "lots"}, {}, None)
+
+
+def test_acceptance_decision() -> None:
+    from pytest_dspy_local.core.acceptance import decide, min_discordant, power_problem
+
+    assert [min_discordant(a) for a in (0.05, 0.01, 0.1, 0.125)] == [5, 7, 4, 4]
+    # One row won of 12: the issue's order_id case; not significant.
+    one = decide([1.0] * 6 + [0.0] * 6, [1.0] * 7 + [0.0] * 5, alpha=0.05, min_gain=0.0, seed=0)
+    assert one.test == "McNemar exact (one-sided)" and one.p_value == 0.5 and not one.significant
+    assert (one.won, one.lost) == (1, 0) and one.rows_needed is not None and one.rows_needed > 12
+    # Five won, none lost: p = 1/32 < 0.05.
+    five = decide([0.0] * 10, [1.0] * 5 + [0.0] * 5, alpha=0.05, min_gain=0.0, seed=0)
+    assert five.significant and five.p_value == 0.03125 and five.ci[0] > 0
+    assert not decide([0.0] * 10, [1.0] * 5 + [0.0] * 5, alpha=0.05, min_gain=0.5, seed=0).significant
+    # Continuous scores: the paired bootstrap in the gain direction.
+    cont = decide([0.2, 0.4, 0.3, 0.5] * 5, [0.6, 0.7, 0.6, 0.9] * 5, alpha=0.05, min_gain=0.0, seed=0)
+    assert cont.test == "paired bootstrap (one-sided)" and cont.significant
+    assert decide([0.5] * 4, [0.4] * 4, alpha=0.05, min_gain=0.0, seed=0).p_value == 1.0
+    assert power_problem([0.0] * 4, alpha=0.05, min_gain=0.0, train_fraction=0.5) is not None
+    assert power_problem([0.0] * 5, alpha=0.05, min_gain=0.0, train_fraction=0.5) is None
+    assert "nothing to gain" in (power_problem([1.0] * 20, alpha=0.05, min_gain=0.0, train_fraction=0.5) or "")
+    assert power_problem([0.3, 0.9], alpha=0.05, min_gain=0.0, train_fraction=0.5) is None  # not 0/1: bootstrap

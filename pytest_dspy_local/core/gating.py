@@ -46,6 +46,39 @@ def _mcnemar(to_wrong: int, to_right: int) -> float:
     return float(stats.binomtest(to_wrong, to_wrong + to_right, 0.5, alternative="greater").pvalue)
 
 
+LOSS, GAIN = "loss", "gain"  # the direction a one-sided paired test looks in
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """One-sided paired test of ``new`` against ``old`` on the same rows (unrounded)."""
+
+    test: str
+    p_value: float
+    delta: float  # mean of new - old
+    ci: tuple[float, float]  # its bootstrap interval
+    worse: int  # rows where new < old
+    better: int  # rows where new > old
+
+
+def one_sided(new: Sequence[float], old: Sequence[float], *, seed: int, direction: str) -> PairedTest:
+    """Is ``new`` lower (``LOSS``) or higher (``GAIN``) than ``old`` on the same rows? McNemar or bootstrap."""
+    diffs = [a - b for a, b in zip(new, old, strict=True)]
+    delta = sum(diffs) / len(diffs)
+    ci, distribution = _bootstrap_ci(diffs, seed)
+    worse, better = sum(1 for d in diffs if d < 0), sum(1 for d in diffs if d > 0)
+    if _is_binary(new) and _is_binary(old):
+        counts = (worse, better) if direction == LOSS else (better, worse)
+        return PairedTest("McNemar exact (one-sided)", _mcnemar(*counts), delta, ci, worse, better)
+    # One-sided bootstrap p-value: the share of resampled means on the other side of zero
+    # (percentile-interval inversion); 1 when the observed mean points the other way.
+    if direction == LOSS:
+        p_value = float((distribution >= 0).mean()) if delta < 0 else 1.0
+    else:
+        p_value = float((distribution <= 0).mean()) if delta > 0 else 1.0
+    return PairedTest("paired bootstrap (one-sided)", p_value, delta, ci, worse, better)
+
+
 def compare(
     current: Mapping[str, tuple[str, float]],
     baseline: Mapping[str, tuple[str, float]],
@@ -60,24 +93,16 @@ def compare(
         return None
     new = [current[k][1] for k in paired]
     old = [baseline[k][1] for k in paired]
-    diffs = [a - b for a, b in zip(new, old, strict=True)]
-    delta = sum(diffs) / len(diffs)
-    ci, distribution = _bootstrap_ci(diffs, seed)
+    t = one_sided(new, old, seed=seed, direction=LOSS)
     to_wrong = [current[k][0] for k, a, b in zip(paired, new, old, strict=True) if a < b]
     to_right = [current[k][0] for k, a, b in zip(paired, new, old, strict=True) if a > b]
-    if _is_binary(new) and _is_binary(old):
-        test, p_value = "McNemar exact (one-sided)", _mcnemar(len(to_wrong), len(to_right))
-    else:
-        # One-sided bootstrap p-value for "mean difference < 0": the share of resampled
-        # means at or above zero (percentile-interval inversion).
-        test, p_value = "paired bootstrap (one-sided)", float((distribution >= 0).mean()) if delta < 0 else 1.0
     return Comparison(
         baseline_score=round(sum(old) / len(old), 6), score=round(sum(new) / len(new), 6), n_paired=len(paired),
-        delta=round(delta, 6), ci=(round(ci[0], 6), round(ci[1], 6)), p_value=round(p_value, 6), test=test,
-        to_wrong=tuple(to_wrong), to_right=tuple(to_right),
+        delta=round(t.delta, 6), ci=(round(t.ci[0], 6), round(t.ci[1], 6)), p_value=round(t.p_value, 6),
+        test=t.test, to_wrong=tuple(to_wrong), to_right=tuple(to_right),
         added=tuple(sorted(current[k][0] for k in current if k not in baseline)),
         removed=tuple(sorted(baseline[k][0] for k in baseline if k not in current)),
-        regressed=p_value < alpha and -delta > min_delta,
+        regressed=t.p_value < alpha and -t.delta > min_delta,
     )
 
 

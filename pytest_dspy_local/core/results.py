@@ -194,8 +194,38 @@ def mean_score(examples: Sequence[ExampleResult]) -> float:
 
 
 @dataclass(frozen=True)
+class ChangedRow:
+    """A held-out row the candidate scores differently on than the current program: both answers."""
+
+    source: str
+    inputs: Mapping[str, Any]
+    expected: Mapping[str, Any]
+    old: Mapping[str, Any] | None  # None: the answer did not parse
+    new: Mapping[str, Any] | None
+    old_score: float
+    new_score: float
+
+    @property
+    def won(self) -> bool:
+        """Does the candidate score higher here?"""
+        return self.new_score > self.old_score
+
+    def to_json(self) -> JsonDict:
+        """JSON form."""
+        old, new = (None if a is None else dict(a) for a in (self.old, self.new))
+        return {"source": self.source, "inputs": dict(self.inputs), "expected": dict(self.expected),
+                "old": old, "new": new, "old_score": self.old_score, "new_score": self.new_score}
+
+    @classmethod
+    def from_json(cls, v: Mapping[str, Any]) -> ChangedRow:
+        """Inverse of ``to_json``."""
+        return cls(v["source"], v["inputs"], v["expected"], v["old"], v["new"], float(v["old_score"]),
+                   float(v["new_score"]))
+
+
+@dataclass(frozen=True)
 class OptimizationOutcome:
-    """The result of optimizing one prompt: scores before and after, and the decision."""
+    """The result of optimizing one prompt: scores before and after, the paired test, and the decision."""
 
     optimizer: str
     knobs: Mapping[str, Any]
@@ -204,7 +234,7 @@ class OptimizationOutcome:
     heldout: int
     before: float
     after: float
-    replace: bool
+    replace: bool  # the snapshot is (re)written: the candidate was kept, or there was no snapshot
     forced: bool
     snapshot_existed: bool
     render_inputs: Mapping[str, Any]
@@ -212,6 +242,29 @@ class OptimizationOutcome:
     # require_transfer therefore kept the current program.
     transfer_losses: tuple[str, ...] = ()
     held_back: bool = False
+    # The one-sided paired test of candidate vs current on the held-out rows (core/acceptance.py).
+    test: str = ""
+    p_value: float = 1.0
+    ci: tuple[float, float] = (0.0, 0.0)
+    alpha: float = 0.05
+    min_gain: float = 0.0
+    significant: bool = False
+    rows_needed: int | None = None
+    kept: bool = False  # the candidate replaced the current program
+    changes: tuple[ChangedRow, ...] = ()  # held-out rows won or lost
+    demos_added: tuple[str, ...] = ()
+    demos_removed: tuple[str, ...] = ()
+    skipped: str = ""  # why the optimizer did not run (no gain could be significant)
+    projected: int = 0  # projected model calls (core/projection.py)
+    calls: int = 0  # model requests the optimization made (answered by a model or the cache)
+    budget: str = ""
+    budget_reached: bool = False
+    seconds: float = 0.0
+
+    @property
+    def gain(self) -> float:
+        """Held-out score after minus before."""
+        return self.after - self.before
 
     @property
     def improved(self) -> bool:
@@ -219,25 +272,79 @@ class OptimizationOutcome:
         return self.after > self.before
 
     @property
+    def won(self) -> tuple[ChangedRow, ...]:
+        """Held-out rows the candidate wins."""
+        return tuple(c for c in self.changes if c.won)
+
+    @property
+    def lost(self) -> tuple[ChangedRow, ...]:
+        """Held-out rows the candidate loses."""
+        return tuple(c for c in self.changes if not c.won)
+
+    def _kept_current(self) -> str:
+        return "kept the current program" if self.snapshot_existed else "kept the program as written"
+
+    @property
     def verdict(self) -> str:
         """What was decided, in words."""
+        if self.skipped:
+            return f"{self.skipped}; {self._kept_current()} (add rows, or use --optimize=force)"
         if self.forced:
             return "replaced the snapshot (--optimize=force)"
         if self.held_back:
             return "improved on the task model but lost on a target: kept the current program (require_transfer)"
-        if self.improved and self.transfer_losses:
+        if self.significant and self.transfer_losses:
             return "improved: snapshot updated, although it lost on a target"
-        if self.improved:
+        if self.significant:
             return "improved: snapshot updated"
-        if self.snapshot_existed:
-            return "no improvement: kept the current snapshot"
-        return "no improvement: kept the program as written and recorded it as the baseline"
+        if not self.improved:
+            if self.snapshot_existed:
+                return "no improvement: kept the current snapshot"
+            return "no improvement: kept the program as written and recorded it as the baseline"
+        if self.p_value < self.alpha:
+            return f"gain not above optimize_min_gain {self.min_gain}, {self._kept_current()}"
+        need = ("" if self.rows_needed is None
+                else f"need about {self.rows_needed} held-out rows to detect {self.gain:+.2f}; ")
+        return f"not significant, {self._kept_current()} ({need}add rows or use --optimize=force)"
+
+    @property
+    def test_text(self) -> str:
+        """``(+0.083, 95% CI [-0.08, +0.25]) on 12 rows, p=0.5 by McNemar exact (one-sided)``."""
+        low, high = self.ci
+        return (f"({self.gain:+.3f}, {CONFIDENCE:.0%} CI [{low:+.2f}, {high:+.2f}]) on {self.heldout} rows, "
+                f"p={self.p_value:.3g} by {self.test}")
 
     @property
     def summary(self) -> str:
-        """One line: optimizer, split, held-out scores, decision."""
+        """One line: optimizer, split, held-out scores, the paired test, decision."""
         split = f"{self.optimizer}, {self.train} train / {self.heldout} held-out examples"
-        return f"optimized ({split}): held-out {self.before:.3f} -> {self.after:.3f}; {self.verdict}"
+        if self.budget_reached:
+            split += f"; budget reached: {self.budget}"
+        if self.skipped:
+            return f"not optimized ({split}): held-out {self.before:.3f}; {self.verdict}"
+        return f"optimized ({split}): held-out {self.before:.3f} -> {self.after:.3f} {self.test_text}: {self.verdict}"
+
+    def to_json(self) -> JsonDict:
+        """JSON form (the report's ``optimization`` entry)."""
+        skip = ("changes", "knobs", "render_inputs")
+        value = {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in skip}
+        value.update(knobs=dict(self.knobs), render_inputs=dict(self.render_inputs), ci=list(self.ci),
+                     transfer_losses=list(self.transfer_losses), demos_added=list(self.demos_added),
+                     demos_removed=list(self.demos_removed), changes=[c.to_json() for c in self.changes],
+                     gain=round(self.gain, 6), summary=self.summary)
+        return value
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any] | None) -> OptimizationOutcome | None:
+        """Inverse of ``to_json``."""
+        if value is None:
+            return None
+        fields = {k: value[k] for k in cls.__dataclass_fields__ if k in value}
+        listed = ("transfer_losses", "demos_added", "demos_removed")
+        fields.update({k: tuple(value.get(k, ())) for k in listed})
+        fields.update(ci=tuple(value.get("ci", (0.0, 0.0))),
+                      changes=tuple(ChangedRow.from_json(c) for c in value.get("changes", ())))
+        return cls(**fields)
 
 
 # A transfer check's verdicts (core/transfer.py decides which).
@@ -331,7 +438,7 @@ class PromptResult(ExampleTotals):
     comparison: Comparison | None = None
     history: tuple[HistoryPoint, ...] = ()
     prompt: PromptTexts | None = None
-    optimization: OptimizationOutcome | None = None  # not in the JSON report: its summary is a note
+    optimization: OptimizationOutcome | None = None  # --optimize: in the JSON report only then
     # Why `--optimize=stale` would optimize this prompt, as the item found its snapshot ("no snapshot",
     # "data changed: 1 row added"); empty when the snapshot is fresh. See core/provenance.py.
     stale: tuple[str, ...] = ()
@@ -370,6 +477,8 @@ class PromptResult(ExampleTotals):
             "stale": list(self.stale),
             # Added in place (schema version 1 stays readable): only when --dspy-target was given.
             **({"transfer": [t.to_json() for t in self.transfer]} if self.transfer else {}),
+            # Likewise only under --optimize.
+            **({"optimization": self.optimization.to_json()} if self.optimization is not None else {}),
         }
 
     @classmethod
@@ -388,6 +497,7 @@ class PromptResult(ExampleTotals):
             prompt=PromptTexts(prompt.get("current"), prompt.get("baseline")) if prompt else None,
             stale=tuple(v.get("stale", [])),
             transfer=tuple(Transfer.from_json(t) for t in v.get("transfer", [])),
+            optimization=OptimizationOutcome.from_json(v.get("optimization")),
         )
 
 

@@ -33,6 +33,17 @@ MIN_N_CTX = 512  # DSPy's JSONAdapter system prompt alone runs to a few hundred 
 
 
 @dataclass(frozen=True)
+class Budget:
+    """How much one prompt's optimizer may spend: model requests, or wall-clock seconds."""
+
+    calls: int | None = None
+    seconds: float | None = None
+
+    def __str__(self) -> str:
+        return f"{self.calls} model calls" if self.calls is not None else f"{(self.seconds or 0) / 60:g} minutes"
+
+
+@dataclass(frozen=True)
 class Settings:
     """Every setting the plugin reads, with its default."""
 
@@ -61,6 +72,11 @@ class Settings:
     min_delta: float = 0.0
     repeats: int = 1
     require_transfer: bool = False
+    # --optimize keeps a candidate only when its held-out gain passes a one-sided paired test at
+    # optimize_alpha and exceeds optimize_min_gain (core/acceptance.py); the budget stops the optimizer.
+    optimize_alpha: float = 0.05
+    optimize_min_gain: float = 0.0
+    optimize_budget: Budget | None = None
     prompts: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     optimizers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     targets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # [tool.dspy_local.targets.<name>]
@@ -270,6 +286,26 @@ def _temperature(key: str, value: Any) -> float:
     return number
 
 
+_UNITS = {"s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def _budget(key: str, value: Any) -> Budget:
+    text = str(value).strip().lower()
+    usage = f"{key} must be a number of model calls (40) or a time (90s, 10m, 1h), got {value!r}"
+    if isinstance(value, bool) or not text:
+        raise UsageError(usage)
+    number, unit = text.rstrip("abcdefghijklmnopqrstuvwxyz").strip(), text.lstrip("0123456789. ")
+    if unit and unit not in _UNITS:
+        raise UsageError(usage)
+    try:
+        amount = float(number) if unit else int(number)
+    except ValueError:
+        raise UsageError(usage) from None
+    if amount <= 0:
+        raise UsageError(usage)
+    return Budget(seconds=amount * _UNITS[unit]) if unit else Budget(calls=int(amount))
+
+
 Parser = Callable[[str, Any], Any]
 
 PARSERS: dict[str, Parser] = {
@@ -298,10 +334,15 @@ PARSERS: dict[str, Parser] = {
     "min_delta": _unit,
     "repeats": _positive_int,
     "require_transfer": _as_bool,
+    "optimize_alpha": _fraction,
+    "optimize_min_gain": _unit,
+    "optimize_budget": _budget,
 }
+# Settings whose command-line flag is not --dspy-<key>.
+CLI_FLAGS = {"optimize_budget": "--optimize-budget"}
 PER_PROMPT_KEYS = frozenset(
     {"threshold", "max_examples", "max_tokens", "temperature", "seed", "alpha", "min_delta", "repeats", "concurrency",
-     "require_transfer"}
+     "require_transfer", "optimize_alpha", "optimize_min_gain", "optimize_budget"}
 )
 TARGET_KEYS = {"model": _as_str, "backend": _backend, "base_url": _as_str}
 TABLES = ("prompts", "optimizers", "targets")
@@ -450,7 +491,7 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
 
 def _from_cli(cli: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        key: PARSERS[key](f"--dspy-{key.replace('_', '-')}", value)
+        key: PARSERS[key](CLI_FLAGS.get(key, f"--dspy-{key.replace('_', '-')}"), value)
         for key, value in cli.items()
         if value is not None and key in PARSERS
     }

@@ -26,7 +26,7 @@ import hashlib
 import json
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +35,14 @@ from pytest_dspy_local.core.data import Dataset
 from pytest_dspy_local.core.defaults import SNAPSHOT_DIR
 from pytest_dspy_local.core.files import stable_json
 from pytest_dspy_local.core.provenance import Provenance, versions
-from pytest_dspy_local.core.results import Evaluation, ModelIdentity, OptimizationOutcome, PromptTexts, short_digest
+from pytest_dspy_local.core.results import (
+    ChangedRow,
+    Evaluation,
+    ModelIdentity,
+    OptimizationOutcome,
+    PromptTexts,
+    short_digest,
+)
 from pytest_dspy_local.core.spec import PromptSpec
 from pytest_dspy_local.errors import PromptError
 
@@ -226,6 +233,36 @@ def render_prompt(name: str, program: dspy.Module, inputs: Mapping[str, Any]) ->
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _cell(values: Mapping[str, Any] | None) -> str:
+    if values is None:
+        return "*(did not parse)*"
+    text = ", ".join(f"{k}={v!r}" for k, v in values.items())
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _rows_table(title: str, rows: Sequence[ChangedRow]) -> list[str]:
+    if not rows:
+        return [f"### {title} (0)", ""]
+    lines = [f"### {title} ({len(rows)})", "", "| row | input | expected | old answer | new answer |",
+             "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {r.source} | {_cell(r.inputs)} | {_cell(r.expected)} | {_cell(r.old)} | {_cell(r.new)} |"
+              for r in rows]
+    return [*lines, ""]
+
+
+def review_markdown(outcome: OptimizationOutcome) -> str:
+    """For the snapshot's reviewer: the held-out rows the new program wins and loses, and the demos it changes."""
+    if not outcome.kept:
+        return ""
+    lines = ["", "## What changed on the held-out rows", "",
+             f"{outcome.optimizer}: held-out {outcome.before:.3f} -> {outcome.after:.3f} {outcome.test_text}.", ""]
+    lines += _rows_table("Won: the new program scores higher", outcome.won)
+    lines += _rows_table("Lost: the new program scores lower", outcome.lost)
+    for title, demos in (("Demos added", outcome.demos_added), ("Demos removed", outcome.demos_removed)):
+        lines += [f"### {title} ({len(demos)})", "", *(f"- `{d}`" for d in demos), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
 @dataclass(frozen=True)
 class Recording:
     """What a snapshot records: the prompt, its data, its evaluation, how it was optimized, by which models."""
@@ -273,6 +310,16 @@ def baseline_document(recording: Recording) -> dict[str, Any]:
             "heldout_score_before": round(outcome.before, 6),
             "heldout_score_after": round(outcome.after, 6),
             "decision": outcome.summary,
+            "test": outcome.test,
+            "p_value": outcome.p_value,
+            "ci": list(outcome.ci),
+            "alpha": outcome.alpha,
+            "min_gain": outcome.min_gain,
+            "significant": outcome.significant,
+            "heldout_won": [c.source for c in outcome.won],
+            "heldout_lost": [c.source for c in outcome.lost],
+            "budget": outcome.budget or None,
+            "budget_reached": outcome.budget_reached,
             "prompt_model": None if recording.prompt_model is None else _model_json(recording.prompt_model),
         }
     return document
@@ -307,7 +354,7 @@ def snapshot_files(recording: Recording, paths: SnapshotPaths, previous: Mapping
     if outcome is not None:
         inputs = outcome.render_inputs
         files[paths.program] = program_bytes(spec.program)
-        files[paths.prompt] = render_prompt(spec.name, spec.program, inputs).encode()
+        files[paths.prompt] = (render_prompt(spec.name, spec.program, inputs) + review_markdown(outcome)).encode()
     # The baseline is renamed last and names the program file it goes with: a run killed between
     # the renames leaves a pair that snapshot_mismatch() reports, never a silent mix.
     program = files.get(paths.program) or (paths.program.read_bytes() if paths.program.is_file() else None)

@@ -198,11 +198,6 @@ class Models:
                 calls[engine.endpoint] = calls.get(engine.endpoint, 0) + engine.counter.calls
         return calls
 
-    def calls_text(self) -> str:
-        """``N model calls, M cached`` so far, over every model."""
-        total = self.counters()
-        return f"{total.calls} model calls, {total.cached} cached"
-
     def close(self) -> None:
         """Free the models and their caches."""
         for engine in self._engines():

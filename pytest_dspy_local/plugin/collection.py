@@ -172,7 +172,9 @@ class PromptItem(pytest.Function):
         notes += [*gate.notes, *([outcome.summary] if outcome is not None else [])]
         return PromptResult(
             nodeid=self.nodeid, name=spec.name, outcome=FAILED if reasons or gate.reasons else PASSED,
-            examples=gate.examples, threshold=threshold, seconds=evaluation.seconds,
+            # Under --optimize the item's time is the optimization's as well as the evaluation's.
+            examples=gate.examples, threshold=threshold,
+            seconds=evaluation.seconds + (outcome.seconds if outcome is not None else 0.0),
             calls=evaluation.traffic.calls + extra.calls, cached=evaluation.traffic.cached + extra.cached,
             repeats=evaluation.repeats, model=model, notes=tuple(notes),
             reasons=(*reasons, *gate.reasons), comparison=gate.comparison,
@@ -234,8 +236,12 @@ class PromptItem(pytest.Function):
                             same_program=False, alpha=settings.alpha, seed=settings.seed) for t in targets]
             return [loss_message(spec.name, c) for c in checks if c.lost]
 
+        def requests() -> int:
+            traffic = state.models.counters()
+            return traffic.calls + traffic.cached
+
         models = OptimizerModels(state.models.lm_with(settings), state.models.prompt_lm(), state.task_scorer(spec),
-                                 state.models.calls_text, state.models.concurrency(settings),
+                                 requests, state.models.concurrency(settings),
                                  losses if targets else None)
         heard: list[str] = []
         try:

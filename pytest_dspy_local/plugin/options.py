@@ -45,6 +45,7 @@ ALPHA = "--dspy-alpha"
 MIN_DELTA = "--dspy-min-delta"
 JSON_REPORT = "--dspy-json"
 HTML_REPORT = "--dspy-report"
+OPTIMIZE_BUDGET = "--optimize-budget"
 
 # option flag -> Settings field; every dest is the field name prefixed with dspy_
 SETTING_OPTIONS = {
@@ -62,6 +63,7 @@ SETTING_OPTIONS = {
     REPEATS: "repeats",
     ALPHA: "alpha",
     MIN_DELTA: "min_delta",
+    OPTIMIZE_BUDGET: "optimize_budget",
 }
 
 _HELP = {
@@ -79,6 +81,8 @@ _HELP = {
     REPEATS: "evaluate each prompt N times (seeds seed..seed+N-1) and gate on the pooled result",
     ALPHA: "significance level of the regression test against the baseline (default 0.05)",
     MIN_DELTA: "a significant drop must also exceed this to fail (default 0)",
+    OPTIMIZE_BUDGET: "stop each prompt's optimizer at this many model calls (40) or this time (10m); "
+                     "the best candidate so far still has to pass the acceptance test",
 }
 
 
@@ -89,9 +93,10 @@ def addoption(parser: pytest.Parser) -> None:
         group.addoption(flag, dest=f"dspy_{field}", default=None, metavar=field.upper(), help=_HELP[flag])
     # `--optimize=force` is its own option string, so `--optimize PATH` never takes PATH as a value.
     group.addoption(OPTIMIZE, dest="dspy_optimize", action="store_const", const="better", default=None,
-                    help="optimize each prompt (then evaluate); keep the result only if its held-out score is higher")
+                    help="optimize each prompt (then evaluate); keep the result only if its held-out gain is "
+                         "significant (one-sided paired test at optimize_alpha)")
     group.addoption(OPTIMIZE_FORCE, dest="dspy_optimize", action="store_const", const="force",
-                    help="optimize each prompt and replace its snapshot even when the score is not higher")
+                    help="optimize each prompt and replace its snapshot even when the gain is not significant")
     group.addoption(OPTIMIZE_STALE, dest="dspy_optimize", action="store_const", const="stale",
                     help="optimize only prompts whose snapshot is missing or stale (its module, program, data, "
                          "model or optimizer settings changed), as --optimize does; evaluate the others")

@@ -19,6 +19,7 @@ from pytest_dspy_local.core.results import (
     Comparison,
     ExampleResult,
     ModelIdentity,
+    OptimizationOutcome,
     PromptResult,
     RunReport,
 )
@@ -199,7 +200,7 @@ def _prompt_section(result: PromptResult, anchor: str) -> str:
         f'<section class="prompt" id="{anchor}">\n<header><h2>{_e(result.name)}</h2>'
         f'{_badge(result)}<span class="meta mono">{_e(result.nodeid)}</span></header>',
         _reasons(result), _score_block(result), _regression_block(result, anchor),
-        _examples_table(result, anchor), _prompt_text(result), "</section>",
+        _optimization_block(result.optimization), _examples_table(result, anchor), _prompt_text(result), "</section>",
     ]
     return "\n".join(p for p in parts if p)
 
@@ -334,6 +335,32 @@ def _regression_block(result: PromptResult, anchor: str) -> str:
              ("added", base.added), ("removed", base.removed)]
     items = "".join(f"<dt>{title}</dt><dd>{_id_list(ids, rows)}</dd>" for title, ids in lists)
     return f'<h3>Regression</h3>\n{stats}{items}</dl>'
+
+
+def _optimization_block(outcome: OptimizationOutcome | None) -> str:
+    """``--optimize``: the held-out paired test, the decision, and every held-out row won or lost."""
+    if outcome is None:
+        return ""
+    o = outcome
+    stats = (
+        f'<dl class="stats"><dt>held-out</dt><dd>{_num(o.before)} &rarr; {_num(o.after)} on {_e(o.heldout)} rows '
+        f'({_e(o.optimizer)}, {_e(o.train)} train rows)</dd><dt>gain</dt><dd><b>{_num(o.gain, signed=True)}</b> '
+        f'(CI [{_num(o.ci[0], signed=True)}, {_num(o.ci[1], signed=True)}])</dd><dt>p-value</dt>'
+        f'<dd>{_num(o.p_value, 4)} ({_e(o.test or "not tested")}, alpha {_e(o.alpha)})</dd>'
+        f'<dt>decision</dt><dd>{_e(o.verdict)}</dd><dt>model calls</dt><dd>{_e(o.calls)} of ~{_e(o.projected)} '
+        f'projected{"; budget reached: " + _e(o.budget) if o.budget_reached else ""}</dd></dl>'
+    )
+    head = ('<tr><th>held-out row</th><th>inputs</th><th>expected</th><th>old answer</th><th>new answer</th>'
+            '<th class="num">old &rarr; new</th></tr>')
+    rows = [f'<tr class="{"flip-right" if c.won else "flip-wrong"}"><td class="mono">{_e(c.source)}</td>'
+            f'<td class="text">{_fields(c.inputs)}</td><td class="text">{_fields(c.expected)}</td>'
+            f'<td class="text">{_fields(c.old)}</td><td class="text">{_fields(c.new)}</td>'
+            f'<td class="num">{_num(c.old_score, 2)} &rarr; {_num(c.new_score, 2)}</td></tr>' for c in o.changes]
+    table = (f'<table class="examples">\n{head}\n' + "\n".join(rows) + "\n</table>") if rows else ""
+    demos = "".join(f"<li>{_e(title)}: <code>{_e(d)}</code></li>"
+                    for title, items in (("added", o.demos_added), ("removed", o.demos_removed)) for d in items)
+    return (f"<h3>Optimization: {len(o.won)} held-out rows won, {len(o.lost)} lost</h3>\n{stats}{table}"
+            + (f'<ul class="notes">{demos}</ul>' if demos else ""))
 
 
 def _source_anchors(result: PromptResult, anchor: str) -> dict[str, str]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pytest_dspy_local.core.results import CONFIDENCE, PromptResult, RunReport
 from pytest_dspy_local.report.terminal import FLIPS_SHOWN, TRANSFER_COLUMNS, transfer_cells
@@ -47,6 +49,38 @@ def _transfer(report: RunReport) -> list[str]:
             *("| " + " | ".join(row) + " |" for row in rows)]
 
 
+def _cell(values: Mapping[str, Any] | None) -> str:
+    if values is None:
+        return "*(did not parse)*"
+    return ", ".join(f"{k}={v!r}" for k, v in values.items()).replace("|", "\\|").replace("\n", " ")
+
+
+def _optimization(report: RunReport) -> list[str]:
+    """``--optimize``: per prompt the paired test and decision, then the held-out rows won and lost."""
+    optimized = [r for r in report.prompts if r.optimization is not None]
+    if not optimized:
+        return []
+    lines = ["", "### Optimization", "", "| prompt | held-out | gain (95% CI) | rows | p | test | decision |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in optimized:
+        o = r.optimization
+        assert o is not None
+        lines.append(f"| `{r.name}` | {o.before:.3f} → {o.after:.3f} | {o.gain:+.3f} [{o.ci[0]:+.3f}, {o.ci[1]:+.3f}] "
+                     f"| {o.heldout} | {o.p_value:.4g} | {o.test or '-'} | {o.verdict} |")
+    for r in optimized:
+        o = r.optimization
+        assert o is not None
+        if not o.changes:
+            continue
+        lines += ["", f"**`{r.name}`**: held-out rows the new program wins ({len(o.won)}) and loses ({len(o.lost)})",
+                  "", "| row | won/lost | input | expected | old answer | new answer |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {c.source} | {'won' if c.won else 'lost'} | {_cell(c.inputs)} | {_cell(c.expected)} | "
+                  f"{_cell(c.old)} | {_cell(c.new)} |" for c in o.changes]
+        lines += [f"- demo added: `{d}`" for d in o.demos_added] + [f"- demo removed: `{d}`" for d in o.demos_removed]
+    return lines
+
+
 def _headline(report: RunReport) -> str:
     model = report.model
     name, backend, digest = ("?", "?", "") if model is None else (model.model, model.backend, model.short_digest)
@@ -61,6 +95,7 @@ def markdown(report: RunReport) -> str:
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     lines += [_row(result) for result in report.prompts]
     lines += _transfer(report)
+    lines += _optimization(report)
     failures = [result for result in report.prompts if not result.passed]
     if failures:
         lines += ["", "### Failures", ""]

@@ -71,7 +71,7 @@ def failure_lines(result: PromptResult) -> list[str]:
 def detail_lines(result: PromptResult) -> list[str]:
     """The item's report section: score, comparison, notes, and the examples that missed."""
     lines = [f"score {score_line(result)}; {result.calls} model calls, {result.cached} cached"]
-    lines += comparison_lines(result.comparison) + list(result.notes)
+    lines += comparison_lines(result.comparison) + list(result.notes) + optimization_lines(result)
     missed = [e for e in result.examples if e.score < 1.0 or e.flip]
     lines.append(f"examples below a full score: {len(missed)} of {result.n}"
                  + (f" (first {DETAIL_SHOWN}; every example is in --dspy-json and --dspy-report)"
@@ -79,6 +79,20 @@ def detail_lines(result: PromptResult) -> list[str]:
     for example in missed[:DETAIL_SHOWN]:
         got = f"unparseable: {example.error}" if example.error else _fields(example.got)
         lines.append(f"  {example.score:.2f}  {example.source}  {_fields(example.inputs)} -> {got}")
+    return lines
+
+
+def optimization_lines(result: PromptResult) -> list[str]:
+    """``--optimize``: every held-out row the candidate won or lost, old and new answers side by side."""
+    o = result.optimization
+    if o is None or not o.changes:
+        return []
+    lines = [f"held-out rows the candidate won ({len(o.won)}) and lost ({len(o.lost)}):"]
+    for c in o.changes:
+        mark = "won " if c.won else "lost"
+        lines.append(f"  {mark}  {c.source}  {_fields(c.inputs)}  expected {_fields(c.expected)}: "
+                     f"{_fields(c.old)} -> {_fields(c.new)}")
+    lines += [f"  demo added: {d}" for d in o.demos_added] + [f"  demo removed: {d}" for d in o.demos_removed]
     return lines
 
 
@@ -158,6 +172,10 @@ def summary_lines(results: Sequence[PromptResult], calls: int, cached: int, item
     for result in sorted(results, key=lambda r: r.nodeid):
         lines.append(_summary_line(result))
         lines += [f"  {note}" for note in result.notes]
+        o = result.optimization
+        if o is not None and o.changes:
+            lines += [f"  held-out rows {label} ({len(rows)}): {', '.join(c.source for c in rows)}"
+                      for label, rows in (("won", o.won), ("lost", o.lost)) if rows]
     lines += transfer_lines(results)
     lines.append(f"model calls: {calls + cached} ({calls} to the model, {cached} cached) in {items} item(s)")
     return lines
