@@ -31,7 +31,6 @@ from pytest_dspy_local.plugin.options import (
     JSON_REPORT,
     MODEL,
     NO_CACHE,
-    OPTIMIZE,
     OPTIMIZE_FORCE,
     OPTIMIZER,
     UPDATE_BASELINE,
@@ -320,7 +319,7 @@ def test_failing_optimize_reports_what_a_reviewer_needs(pytester: pytest.Pyteste
     # Real: MIPROv2 on the embedded model, the prompt failing its threshold afterwards.
     write_prompt(extra="\nthreshold = 1.0\n", rows=[*SENTIMENT_ROWS, *SENTIMENT_ROWS[:2]])
     pytester.makepyprojecttoml(FAILING_MIPRO)
-    result = pytester.runpytest(OPTIMIZE, "-p", "no:cacheprovider")
+    result = pytester.runpytest(OPTIMIZE_FORCE, "-p", "no:cacheprovider")  # forced: the optimizer must run
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     text = result.stdout.str()
     failure = text[text.index("= FAILURES ="):]
@@ -377,7 +376,7 @@ def test_optimizer_refusing_its_knobs_is_one_line(pytester: pytest.Pytester, wri
     # Real: MIPROv2 checks its minibatch against the validation set after the first evaluation.
     write_prompt(extra=PASSING)
     pytester.makepyprojecttoml(FAILING_MIPRO.replace("minibatch = false\n", "minibatch_size = 50\n"))
-    result = pytester.runpytest(OPTIMIZE)
+    result = pytester.runpytest(OPTIMIZE_FORCE)
     outcome(result, pytest.ExitCode.TESTS_FAILED, lit(
         f"{pytester.path / 'prompt_sentiment.py'}: the mipro optimizer stopped: Minibatch size cannot exceed the "
         "size of the valset. Valset size: 1.; adjust its settings in [tool.dspy_local.optimizers.mipro]"))

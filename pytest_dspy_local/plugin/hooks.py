@@ -137,16 +137,18 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     the workers' items error with the cache's line.
     """
     config = session.config
-    if hasattr(config, "workerinput"):
-        return
+    tables = bool(config.stash.get(COLLECTED_KEY, None))
+    prompts = not config.option.collectonly and any(getattr(i, "is_prompt_item", False) for i in session.items)
+    if hasattr(config, "workerinput") or not (tables or prompts):
+        return  # an idle run imports nothing more
     from pytest_dspy_local.plugin.outcomes import stopping_on_usage_errors
 
     with stopping_on_usage_errors():
-        if config.stash.get(COLLECTED_KEY, None):
+        if tables:
             from pytest_dspy_local.plugin.collection import check_prompt_tables
 
             check_prompt_tables(config)
-        if not config.option.collectonly and any(getattr(i, "is_prompt_item", False) for i in session.items):
+        if prompts:
             run_state(config).check_cache()
 
 
