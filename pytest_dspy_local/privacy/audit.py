@@ -37,6 +37,16 @@ class TrafficSource(Protocol):
         ...
 
 
+# Loopback listeners this process's own model engines opened (xllamacpp's in-process engine
+# cannot run without one): process state, as the listeners themselves are.
+_LISTENERS: dict[str, dict[str, str]] = {}
+
+
+def record_listener(address: str, owner: str, protection: str) -> None:
+    """Note, for the receipt, a listener a model engine in this process opened."""
+    _LISTENERS[address] = {"address": address, "opened_by": owner, "protection": protection}
+
+
 def allowed_hosts(settings: Settings) -> list[str]:
     """Configured hosts plus the model endpoints (URLs are accepted as entries)."""
     s = settings
@@ -124,6 +134,7 @@ def receipt(items: Sequence[dict[str, Any]], allowed: Sequence[str], blocking: b
         "blocking": blocking,
         "coverage": COVERAGE,
         "items": sorted(items, key=lambda item: str(item["nodeid"])),
+        "listeners": [_LISTENERS[address] for address in sorted(_LISTENERS)],
         "totals": {
             "model_calls": sum(int(i["model_calls"]) for i in items),
             "cached_answers": sum(int(i["cached_answers"]) for i in items),
