@@ -2,8 +2,9 @@
 
 This is the one slow test: it builds the wheel, installs it without extras into a fresh venv
 with no compiler to be found (the embedded engine is the prebuilt xllamacpp wheel), writes the
-Quick start's files from README.md's own code blocks, and runs pytest there as a user would. It guards against undeclared dependencies (scipy was one: imported by the gate
-that only runs once a baseline exists) that the dev venv's test extras hide.
+Quick start's files from README.md's own code blocks, and runs pytest there as a user would.
+It guards against undeclared dependencies (scipy was one: imported by the gate that only runs
+once a baseline exists) that the dev venv's test extras hide.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -185,7 +185,7 @@ def test_readme_quick_start_in_a_clean_venv(tmp_path: Path) -> None:
     steps.run([sys.executable, "-m", "venv", str(venv)], "python -m venv")
     installed = steps.run(["bash", "-c", readme_install(section, wheel)], "README install commands")
     assert "Building wheel" not in installed.stdout, "pip built a wheel: the install must need no compiler"
-    assert f"Successfully installed" in installed.stdout and ENGINE in installed.stdout, installed.stdout[-2000:]
+    assert "Successfully installed" in installed.stdout and ENGINE in installed.stdout, installed.stdout[-2000:]
     write_project(project, section)
     python = str(venv / "bin" / "python")
     steps.run([python, "-m", "pytest"], "pytest")
