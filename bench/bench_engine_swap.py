@@ -12,7 +12,10 @@
    timed, for each engine. The old engine's time depends on pip's wheel cache: a cached
    build installs in seconds, a cold one compiles llama.cpp; the figures say which it was.
 
-    .venv/bin/python bench/bench_engine_swap.py [--rounds 3] [--limit N] [--skip-install] [--out PATH]
+    .venv/bin/python bench/bench_engine_swap.py [--rounds 3] [--limit N] [--skip-install] [--requests PATH]
+        [--json-out PATH]
+
+``--requests PATH`` reuses (or, when absent, keeps) the recorded requests as JSON Lines.
 """
 
 from __future__ import annotations
@@ -50,8 +53,24 @@ embedded.EmbeddedBackend.chat = chat
 '''
 
 
+def say(text: str) -> None:
+    """Progress, on stderr."""
+    print(f"[engine_swap {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def recorded(work: Path, keep: Path | None) -> list[dict[str, Any]]:
+    """The recorded requests: from ``keep`` when it exists, else recorded now (and kept there)."""
+    if keep is not None and keep.is_file():
+        return [json.loads(line) for line in keep.read_text().splitlines()]
+    requests = record(work)
+    if keep is not None:
+        keep.write_text("".join(json.dumps(r) + "\n" for r in requests))
+    return requests
+
+
 def record(work: Path) -> list[dict[str, Any]]:
     """The chat requests example_project makes on the embedded model."""
+    say("recording example_project's requests")
     project = work / "example_project"
     shutil.copytree(ROOT / "example_project", project, ignore=shutil.ignore_patterns(".dspy_cache", "__pycache__"))
     (work / "engine_swap_recorder.py").write_text(RECORDER)
@@ -110,8 +129,9 @@ def replay(requests: Sequence[dict[str, Any]], rounds: int) -> tuple[dict[str, A
     walls: dict[str, list[float]] = {"old": [], "new": []}
     cpus: dict[str, list[float]] = {"old": [], "new": []}
     answers: dict[str, list[str]] = {}
-    for _ in range(rounds):
+    for round_ in range(rounds):
         for name, ask in (("old", old), ("new", new)):
+            say(f"round {round_ + 1}: {name} engine, {len(requests)} requests")
             if name == "old":
                 llm.reset()  # no prompt prefix kept from the last round
             wall, cpu, texts = timed(ask, requests)
@@ -135,6 +155,7 @@ def slots(requests: Sequence[dict[str, Any]], serial: Sequence[str], counts: Seq
 
     out: dict[str, Any] = {}
     for n in counts:
+        say(f"{n} slot(s)")
         backend = EmbeddedBackend("smollm2-135m", n_ctx=8192 * n)
         params = backend._params()
         params.n_parallel = n
@@ -156,6 +177,7 @@ def slots(requests: Sequence[dict[str, Any]], serial: Sequence[str], counts: Seq
 
 def install_seconds(packages: Sequence[str], work: Path) -> dict[str, Any]:
     """Seconds to create a fresh venv's engine + model install; whether pip compiled anything."""
+    say(f"installing {' '.join(packages)} into a fresh venv")
     venv = work / f"venv-{packages[0]}"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
@@ -174,12 +196,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=None, help="replay only the first N recorded requests")
     parser.add_argument("--slots", default="1,2,4")
     parser.add_argument("--skip-install", action="store_true")
+    parser.add_argument("--requests", type=Path, default=None, help="recorded requests to reuse or keep (JSONL)")
     args = parser.parse_args(argv)
     result = Result("engine_swap", "embedded on xllamacpp vs llama-cpp-python, same recorded requests",
                     ">= 0.95x the old engine's speed; identical answers; install >= 20x faster")
     with tempfile.TemporaryDirectory(prefix="engine-swap-") as folder:
         work = Path(folder)
-        requests = record(work)[: args.limit]
+        requests = recorded(work, args.requests)[: args.limit]
         figures, serial = replay(requests, args.rounds)
         result.figures.update(figures)
         result.ratios["speed_new_vs_old"] = ratio(figures["old_wall_s_per_example"], figures["new_wall_s_per_example"])
