@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from pytest_dspy_local.models.backends.base import ChatRequest
+from pytest_dspy_local.models.backends.base import BackendError, ChatRequest
 from pytest_dspy_local.models.backends.embedded import LISTENER_GUARD, EmbeddedBackend
 from pytest_dspy_local.privacy.audit import receipt
 
@@ -62,3 +62,17 @@ def test_the_system_message_reaches_the_model(embedded: EmbeddedBackend) -> None
                                        max_tokens=8))
     plain = embedded.chat(ChatRequest(messages=({"role": "user", "content": "What color is the sky?"},), max_tokens=8))
     assert answer.prompt_tokens != plain.prompt_tokens and answer.text != plain.text
+
+
+def test_model_larger_than_free_memory_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Stand-in: the machine's free memory is faked (no real part here can fill it safely).
+    import pytest_dspy_local.models.backends.embedded as embedded
+
+    monkeypatch.setattr(embedded, "available_memory", lambda: 50_000_000)
+    backend = EmbeddedBackend("smollm2-135m")
+    with pytest.raises(BackendError) as raised:
+        backend.chat(ChatRequest(messages=HELLO, max_tokens=1))
+    size = f"{backend.path.stat().st_size / 1e6:.0f} MB"
+    assert str(raised.value) == (
+        f"--dspy-model: {backend.path} ({size}) does not fit the 50 MB of free memory; close other programs "
+        "or give a smaller model (a lower quantization) as gguf:PATH")

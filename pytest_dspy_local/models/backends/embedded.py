@@ -199,7 +199,7 @@ def check_fits_memory(path: Path) -> None:
     """Refuse a model file larger than the memory this machine has free, before llama.cpp tries."""
     free, size = available_memory(), path.stat().st_size
     if free is not None and free < size:
-        raise BackendError(f"--dspy-model: {path} ({size / 1e9:.1f} GB) does not fit the {free / 1e9:.1f} GB of "
+        raise BackendError(f"--dspy-model: {path} ({size / 1e6:.0f} MB) does not fit the {free / 1e6:.0f} MB of "
                            "free memory; close other programs or give a smaller model (a lower quantization) "
                            "as gguf:PATH")
 
