@@ -76,3 +76,15 @@ def test_model_larger_than_free_memory_is_one_line(monkeypatch: pytest.MonkeyPat
     assert str(raised.value) == (
         f"--dspy-model: {backend.path} ({size}) does not fit the 50 MB of free memory; close other programs "
         "or give a smaller model (a lower quantization) as gguf:PATH")
+
+
+def test_prompt_longer_than_the_context_is_one_line() -> None:
+    backend = EmbeddedBackend("smollm2-135m", n_ctx=256)
+    try:
+        with pytest.raises(BackendError) as raised:
+            backend.chat(ChatRequest(messages=({"role": "user", "content": "word " * 400},), max_tokens=4))
+    finally:
+        backend.close()
+    message = str(raised.value)
+    assert message.startswith("embedded model: the prompt (") and "does not fit its context window of 256 tokens; " \
+        "raise `n_ctx` in [tool.dspy_local]" in message, message

@@ -94,7 +94,7 @@ def file_digest(path: Path) -> str:
 class EmbeddedBackend:
     """One llama.cpp model per process, behind a lock (one decode at a time)."""
 
-    # Parallel slots measured no faster on 2 cores and answers then vary between runs (bench/README.md).
+    # Parallel slots change answers (45-46 of 48 identical to serial) for at most 1.5x on 2 cores (bench/README.md).
     thread_safe = False
 
     def __init__(self, model: str, *, n_ctx: int = 8192, seed: int = 0) -> None:
