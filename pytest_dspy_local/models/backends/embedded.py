@@ -148,27 +148,35 @@ class EmbeddedBackend:
 
     def chat(self, request: ChatRequest) -> ChatResult:
         """Run one chat completion, JSON-schema constrained when a schema is given."""
-        body = request_body(request)
+        return chat_result(self.complete(request_body(request)))
+
+    def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        """llama.cpp's OpenAI-style answer to a request body; its refusal as a one-line BackendError."""
         with self._lock:
-            out: Any = self._load().handle_chat_completions(body)
+            out: dict[str, Any] = self._load().handle_chat_completions(body)
         error = out.get("error")
         if error:
             message = str(error.get("message", error)) if isinstance(error, dict) else str(error)
             refusal = context_refusal("embedded model", json.dumps(error), CONTEXT_FIX)
             raise refusal or BackendError(f"embedded model: {message}")
-        choice = out["choices"][0]
-        usage = out.get("usage") or {}
-        return ChatResult(
-            text=choice["message"].get("content") or "",
-            prompt_tokens=int(usage.get("prompt_tokens", 0)),
-            completion_tokens=int(usage.get("completion_tokens", 0)),
-            finish_reason=str(choice.get("finish_reason") or "stop"),
-        )
+        return out
 
     def close(self) -> None:
         """Free the model and close its listener."""
         with self._lock:
             self._server = None  # the Server's destructor stops its loop and frees the model
+
+
+def chat_result(out: dict[str, Any]) -> ChatResult:
+    """The answer and its token counts from llama.cpp's OpenAI-style response."""
+    choice = out["choices"][0]
+    usage = out.get("usage") or {}
+    return ChatResult(
+        text=choice["message"].get("content") or "",
+        prompt_tokens=int(usage.get("prompt_tokens", 0)),
+        completion_tokens=int(usage.get("completion_tokens", 0)),
+        finish_reason=str(choice.get("finish_reason") or "stop"),
+    )
 
 
 def request_body(request: ChatRequest) -> dict[str, Any]:
