@@ -13,10 +13,11 @@ import pytest
 # twice in one process: import them once, before any run.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import dspy  # noqa: F401
-import llama_cpp  # noqa: F401
+import llama_cpp  # noqa: F401  (the test servers run it)
 import numpy.fft  # noqa: F401
 import optuna  # noqa: F401
 import scipy.stats  # noqa: F401
+import xllamacpp  # noqa: F401  (the embedded model)
 from servers.ollama_stub import serve as serve_ollama
 from servers.openai_server import serve as serve_openai
 

@@ -413,8 +413,8 @@ def test_unloadable_gguf_file_is_one_line(pytester: pytest.Pytester, write_promp
         "first_half": f"--dspy-model: {path} is truncated ({mb}, its header needs at least 98.4 MB); {refetch}",
         # The header is whole, so only llama.cpp notices, when the first example asks the model.
         "last_byte_missing": f"example prompt_sentiment.jsonl:1: --dspy-model: llama.cpp could not load {path} "
-                             f"({mb}): the file is damaged, or newer than this llama-cpp-python; download it again "
-                             "(check its sha256), upgrade llama-cpp-python, or give another .gguf as gguf:PATH",
+                             f"({mb}): the file is damaged, or newer than this xllamacpp; download it again "
+                             "(check its sha256), upgrade xllamacpp, or give another .gguf as gguf:PATH",
         "not_gguf": f"--dspy-model: {path} is not a GGUF model file; give a .gguf file as gguf:PATH",
     }[damage]
     result = pytester.runpytest(f"{MODEL}=gguf:{path}", NO_CACHE)

@@ -7,7 +7,8 @@ import json
 import pytest
 from conftest import SENTIMENT_MODULE, SENTIMENT_ROWS, PromptWriter
 
-from pytest_dspy_local.plugin.options import BACKEND, MAX_EXAMPLES, MODEL, THRESHOLD
+from pytest_dspy_local.models.backends.embedded import LISTENER_GUARD
+from pytest_dspy_local.plugin.options import AUDIT, BACKEND, MAX_EXAMPLES, MODEL, THRESHOLD
 
 
 def test_passing_prompt_reports_score_model_and_digest(pytester: pytest.Pytester, write_prompt: PromptWriter) -> None:
@@ -310,6 +311,27 @@ def test_under_xdist(pytester: pytest.Pytester, write_prompt: PromptWriter) -> N
     write_prompt("mood", extra="threshold = 0.4\n")
     write_prompt("tone", extra="threshold = 0.4\n")
     pytester.runpytest("-n", "2").assert_outcomes(passed=2)
+
+
+@pytest.mark.fresh_cache
+def test_under_xdist_the_receipt_lists_each_worker_s_listener(
+    pytester: pytest.Pytester, write_prompt: PromptWriter
+) -> None:
+    # A fresh controller process (an in-process run would carry this test process's listeners);
+    # loadfile puts each prompt module on its own worker, whose embedded model opens one listener.
+    write_prompt("mood", extra="threshold = 0.4\n")
+    write_prompt("tone", extra="threshold = 0.4\n")
+    args = ("-n", "2", "--dist", "loadfile", "--no-loadscope-reorder", "-v", f"{AUDIT}=audit.json")
+    result = pytester.runpytest_subprocess(*args)
+    result.assert_outcomes(passed=2)
+    workers = {line.split("]")[0] for line in result.stdout.lines if line.startswith("[gw")}
+    listeners = json.loads((pytester.path / "audit.json").read_text())["listeners"]
+    assert len(listeners) == len(workers) == 2, (workers, listeners)
+    assert len({entry["address"] for entry in listeners}) == 2
+    for entry in listeners:
+        assert entry["address"].startswith("http://127.0.0.1:"), entry
+        assert (entry["opened_by"], entry["protection"]) == ("embedded model SmolLM2-135M-Instruct.Q4_1.gguf",
+                                                              LISTENER_GUARD)
 
 
 def test_under_xdist_the_model_is_named_for_custom_prompt_file_patterns(pytester: pytest.Pytester) -> None:

@@ -1,8 +1,9 @@
 """A repo without prompt modules pays (almost) nothing for the plugin.
 
-DSPy, LiteLLM and llama.cpp stay unimported; a project that configures nothing does not even
-read its settings (plugin/startup.py): the run state is made when a prompt module or snapshot
-file turns up, and is then the same as one made at configure.
+DSPy, LiteLLM and llama.cpp (the embedded engine's xllamacpp, the test servers' llama_cpp) stay
+unimported; a project that configures nothing does not even read its settings (plugin/startup.py):
+the run state is made when a prompt module or snapshot file turns up, and is then the same as one
+made at configure.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ RECORD_IMPORTS = '''
 import sys
 
 def pytest_unconfigure(config):
-    heavy = sorted(m for m in ("dspy", "litellm", "llama_cpp") if m in sys.modules)
+    heavy = sorted(m for m in ("dspy", "litellm", "llama_cpp", "xllamacpp") if m in sys.modules)
     ours = sorted(m for m in sys.modules if m.startswith("pytest_dspy_local"))
     with open("imported.json", "w") as handle:
         handle.write(__import__("json").dumps({"heavy": heavy, "ours": ours}))

@@ -15,7 +15,9 @@ What is normalized, and why (nothing else; no worker id reaches any report):
   project's path, which differs between the two copies).
 - JUnit XML: suite and case `time`, suite `timestamp` (wall clock), and case order (xdist writes
   cases in the order workers finish them).
-- Audit receipt: nothing; it holds no timing and no path.
+- Audit receipt: its `listeners` (the embedded engine's loopback listener, a random port, one
+  per process that ran the model: one serial, one per worker under `-n 2`) become the distinct
+  (opened_by, protection) pairs; their number is checked in the receipt test.
 - Terminal `dspy-local` section: golden.terminal (each prompt's `[seconds]`).
 """
 
@@ -84,13 +86,17 @@ def _section(stdout: str, project: str) -> str:
     return golden.terminal(match[1], project)
 
 
-def _exact(text: str, project: str) -> str:
-    return text
+def _receipt(text: str, project: str) -> str:
+    """The receipt, its listeners reduced to who opened them and how they are protected."""
+    document = json.loads(text)
+    kinds = {(entry["opened_by"], entry["protection"]) for entry in document["listeners"]}
+    document["listeners"] = sorted(kinds)
+    return json.dumps(document, indent=2, sort_keys=True)
 
 
 NORMALIZED: dict[str, Callable[[str, str], str]] = {
     "j.xml": _junit, "r.json": golden.report_json, "r.html": golden.report_html,
-    golden.STEP_SUMMARY: golden.summary_md, "a.json": _exact,
+    golden.STEP_SUMMARY: golden.summary_md, "a.json": _receipt,
 }
 
 
@@ -111,10 +117,13 @@ def test_both_runs_pass_with_each_prompt_on_its_own_worker(runs: dict[str, Run])
 
 def test_merged_receipt_counts_every_worker_s_model_calls(runs: dict[str, Run]) -> None:
     """Both runs start cold, so the receipts compare real calls, not cache hits."""
-    for project, _ in runs.values():
-        totals = json.loads((project / "a.json").read_text())["totals"]
+    for mode, (project, _) in runs.items():
+        receipt = json.loads((project / "a.json").read_text())
+        totals = receipt["totals"]
         assert (totals["model_calls"], totals["cached_answers"]) == (PROMPT_CALLS, 0)
         assert totals["endpoints"] == ["in-process"]
+        # Each process that ran the model opened a listener; the workers' reach the controller.
+        assert len({entry["address"] for entry in receipt["listeners"]}) == (2 if mode == "xdist" else 1)
 
 
 @pytest.mark.parametrize("name", [*NORMALIZED, "terminal"])

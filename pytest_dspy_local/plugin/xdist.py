@@ -1,5 +1,6 @@
-"""The xdist hand-over: a worker sends its queued snapshots, receipt entries and unused
-snapshot files to the controller, which writes everything once.
+"""The xdist hand-over: a worker sends its queued snapshots, receipt entries, the loopback
+listeners its model engines opened, and unused snapshot files to the controller, which
+writes everything once.
 
 Prompt results travel separately, on each item's test report (see hooks.py).
 """
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_dspy_local.plugin.state import RunState
+from pytest_dspy_local.privacy.audit import listeners, take_listeners
 
 KEY = "dspy_local"
 
@@ -19,6 +21,7 @@ def handover(state: RunState) -> dict[str, Any]:
     return {
         "snapshots": {str(p): c.decode() for p, c in state.pending.items()},
         "audit": state.audit_items(),
+        "listeners": listeners(),  # process state: the embedded engine's listener opened in the worker
         "unused": [str(p) for p in state.unused_snapshots()],
     }
 
@@ -28,4 +31,5 @@ def take_over(state: RunState, output: dict[str, Any]) -> None:
     state.pending.update({Path(p): c.encode() for p, c in output.get("snapshots", {}).items()})
     if output.get("audit"):
         state.auditor.items += output["audit"]
+    take_listeners(output.get("listeners", []))
     state.snapshot_files.update(Path(p) for p in output.get("unused", []))

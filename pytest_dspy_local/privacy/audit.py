@@ -53,6 +53,27 @@ def _as_url(endpoint: str) -> str:
     return f"http://127.0.0.1{text}" if text.startswith(":") else f"http://{text}"
 
 
+# Loopback listeners this process's own model engines opened (xllamacpp's in-process engine
+# cannot run without one): process state, as the listeners themselves are.
+_LISTENERS: dict[str, dict[str, str]] = {}
+
+
+def record_listener(address: str, owner: str, protection: str) -> None:
+    """Note, for the receipt, a listener a model engine in this process opened."""
+    _LISTENERS[address] = {"address": address, "opened_by": owner, "protection": protection}
+
+
+def listeners() -> list[dict[str, str]]:
+    """The listeners recorded so far, by address (an xdist worker hands them to the controller)."""
+    return [dict(_LISTENERS[address]) for address in sorted(_LISTENERS)]
+
+
+def take_listeners(entries: Sequence[dict[str, str]]) -> None:
+    """Add listeners another process recorded (an xdist worker's, on the controller)."""
+    for entry in entries:
+        record_listener(entry["address"], entry["opened_by"], entry["protection"])
+
+
 def allowed_hosts(settings: Settings) -> list[str]:
     """Configured hosts plus the model endpoints (URLs are accepted as entries)."""
     return [*settings.allow_hosts, *(_as_url(url) for url, _ in _endpoints(settings))]
@@ -154,6 +175,7 @@ def receipt(items: Sequence[dict[str, Any]], allowed: Sequence[str], blocking: b
         "blocking": blocking,
         "coverage": COVERAGE,
         "items": sorted(items, key=lambda item: str(item["nodeid"])),
+        "listeners": listeners(),
         "totals": {
             "model_calls": sum(int(i["model_calls"]) for i in items),
             "cached_answers": sum(int(i["cached_answers"]) for i in items),

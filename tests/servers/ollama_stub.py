@@ -2,12 +2,13 @@
 
 No Ollama server installs on these machines (only its client does), so this
 stands in for the server process; the answers come from a REAL model, the
-SmolLM2 GGUF run by llama.cpp, so what the backend gets back is model output.
+SmolLM2 GGUF run by the plugin's own embedded backend (llama.cpp's engine from
+the ``xllamacpp`` wheel), so what the backend gets back is model output.
 Routes: ``POST /api/chat`` (streamed as NDJSON unless ``"stream": false``, as
 Ollama does), ``GET /api/tags``, ``POST /api/show``, ``GET /api/version``.
 Errors have Ollama's shape: ``{"error": "..."}`` with an HTTP status. One
-difference: a prompt longer than the context is refused (HTTP 500, llama.cpp's
-message) where Ollama would truncate it.
+difference: a prompt longer than the context is refused (HTTP 500, the embedded
+backend's message) where Ollama would truncate it.
 
     python -m tests.servers.ollama_stub --port 11434 --model-name smollm2:135m
 """
@@ -19,22 +20,48 @@ import json
 import threading
 import time
 from collections.abc import Generator, Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from llama_cpp import Llama
-
-from pytest_dspy_local.models.backends.embedded import default_model_path, file_digest
+from pytest_dspy_local.models.backends import gguf
+from pytest_dspy_local.models.backends.base import BackendError, ChatRequest, ChatResult
+from pytest_dspy_local.models.backends.embedded import (
+    EmbeddedBackend,
+    chat_result,
+    default_model_path,
+    file_digest,
+    request_body,
+)
 
 from .jsonhttp import JsonHandler
 
 DEFAULT_NAME = "smollm2:135m"
 # GGUF general.file_type -> the quantization names Ollama reports.
 FILE_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 15: "Q4_K_M", 17: "Q5_K_M", 18: "Q6_K"}
+N_CTX = 4096
+# Ollama's option names for the sampling settings a ChatRequest carries under the same names.
+SAMPLING_OPTIONS = ("top_p", "top_k", "min_p", "repeat_penalty", "frequency_penalty", "presence_penalty")
+
+
+class StubBackend(EmbeddedBackend):
+    """The embedded backend, also giving the answer's tokens: Ollama streams one object per token."""
+
+    def chat_tokens(self, request: ChatRequest) -> tuple[ChatResult, list[str]]:
+        """The answer and its text token by token (llama.cpp's ``logprobs`` lists the sampled tokens)."""
+        out = self.complete({**request_body(request), "logprobs": True})
+        logprobs = out["choices"][0].get("logprobs") or {}
+        return chat_result(out), [str(t["token"]) for t in logprobs.get("content") or []]
+
+
+def gguf_value(value: Any) -> str:
+    """A metadata value as llama.cpp prints it (what Ollama's ``model_info`` was read from)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:f}" if isinstance(value, float) else str(value)
 
 
 @dataclass
@@ -43,22 +70,24 @@ class StubModel:
 
     name: str
     path: Path
-    llm: Llama
+    backend: StubBackend
     digest: str
     modified_at: str
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    metadata: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, name: str, path: Path) -> StubModel:
-        """Load the GGUF and hash it (the digest the stub lists)."""
-        llm = Llama(model_path=str(path), n_ctx=4096, seed=0, verbose=False)
+        """Load the GGUF, hash it (the digest the stub lists) and read its metadata."""
+        backend = StubBackend(f"gguf:{path}", n_ctx=N_CTX)
         digest = file_digest(path).removeprefix("sha256:")  # /api/tags lists bare hex
         mtime = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat()
-        return cls(name, path, llm, digest, mtime)
+        with path.open("rb") as handle:
+            meta = {key: gguf_value(value) for key, value in gguf.metadata(handle).items()}
+        return cls(name, path, backend, digest, mtime, meta)
 
     def details(self) -> dict[str, Any]:
         """Ollama's ``details`` object, read from the GGUF metadata."""
-        meta = self.llm.metadata
+        meta = self.metadata
         family = meta.get("general.architecture", "llama")
         file_type = int(meta.get("general.file_type", -1))
         return {
@@ -82,22 +111,22 @@ class StubModel:
         }
 
 
-def completion_kwargs(body: dict[str, Any]) -> dict[str, Any]:
-    """llama.cpp arguments for an Ollama chat body (``format``, ``options``)."""
+def chat_request(body: dict[str, Any]) -> ChatRequest:
+    """The backend request for an Ollama chat body (``messages``, ``format``, ``options``)."""
     options = body.get("options") or {}
     num_predict = int(options.get("num_predict", -1))
-    kwargs: dict[str, Any] = {
-        "messages": body.get("messages") or [],
-        "max_tokens": num_predict if num_predict > 0 else None,  # Ollama: -1 means no limit
-        "temperature": float(options.get("temperature", 0.8)),  # Ollama's default
-        "seed": options.get("seed"),
-    }
     fmt = body.get("format")
-    if fmt == "json":
-        kwargs["response_format"] = {"type": "json_object"}
-    elif isinstance(fmt, dict):
-        kwargs["response_format"] = {"type": "json_object", "schema": fmt}
-    return kwargs
+    # "json" asks for any JSON object; a schema constrains the answer as the embedded backend does.
+    schema = {"type": "object"} if fmt == "json" else fmt if isinstance(fmt, dict) else None
+    sampling = {name: options[name] for name in SAMPLING_OPTIONS if name in options}
+    return ChatRequest(
+        messages=tuple(body.get("messages") or ()),
+        schema=schema,
+        max_tokens=num_predict if num_predict > 0 else -1,  # -1: no limit, for Ollama and llama.cpp alike
+        temperature=float(options.get("temperature", 0.8)),  # Ollama's default
+        seed=int(options.get("seed", 0)),
+        **sampling,
+    )
 
 
 def now() -> str:
@@ -135,7 +164,7 @@ class OllamaStub(ThreadingHTTPServer):
 
 
 class Handler(JsonHandler):
-    """Routes requests; chat generation holds the model's lock (llama.cpp is not thread-safe)."""
+    """Routes requests; the backend lets one chat generate at a time (llama.cpp is not thread-safe)."""
 
     content_type = "application/json; charset=utf-8"
     server: OllamaStub
@@ -169,7 +198,7 @@ class Handler(JsonHandler):
 
     def show(self, model: StubModel) -> dict[str, Any]:
         """``/api/show``: template, details and the GGUF's general metadata."""
-        meta = model.llm.metadata
+        meta = model.metadata
         return {
             "modelfile": f"FROM {model.path}\n",
             "parameters": "",
@@ -181,10 +210,10 @@ class Handler(JsonHandler):
         }
 
     def answer_chat(self, model: StubModel, body: dict[str, Any]) -> None:
-        """A non-streamed chat answer, or llama.cpp's refusal in Ollama's error shape."""
+        """A non-streamed chat answer, or the backend's refusal in Ollama's error shape."""
         try:
             reply = self.chat(model, body)
-        except ValueError as exc:  # e.g. a prompt longer than the context window
+        except BackendError as exc:  # e.g. a prompt longer than the context window
             self.send_json(500, {"error": str(exc)})
         else:
             self.send_json(200, reply)
@@ -192,17 +221,9 @@ class Handler(JsonHandler):
     def chat(self, model: StubModel, body: dict[str, Any]) -> dict[str, Any]:
         """One non-streamed chat answer."""
         started = time.perf_counter()
-        with model.lock:
-            out: Any = model.llm.create_chat_completion(**completion_kwargs(body))
-        choice, usage = out["choices"][0], out.get("usage") or {}
-        reply = done_chunk(
-            model.name,
-            str(choice.get("finish_reason") or "stop"),
-            int(usage.get("prompt_tokens", 0)),
-            int(usage.get("completion_tokens", 0)),
-            started,
-        )
-        reply["message"]["content"] = choice["message"].get("content") or ""
+        result = model.backend.chat(chat_request(body))
+        reply = done_chunk(model.name, result.finish_reason, result.prompt_tokens, result.completion_tokens, started)
+        reply["message"]["content"] = result.text
         return reply
 
     def stream_chat(self, model: StubModel, body: dict[str, Any]) -> None:
@@ -212,34 +233,30 @@ class Handler(JsonHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         try:
-            # closing(): a client that leaves mid-answer must not leave the model locked.
-            with closing(self.stream_objects(model, body)) as objects:
-                for obj in objects:
-                    line = json.dumps(obj).encode() + b"\n"
-                    self.wfile.write(b"%X\r\n%s\r\n" % (len(line), line))
+            for obj in self.stream_objects(model, body):
+                line = json.dumps(obj).encode() + b"\n"
+                self.wfile.write(b"%X\r\n%s\r\n" % (len(line), line))
             self.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client went away mid-answer
 
     def stream_objects(self, model: StubModel, body: dict[str, Any]) -> Generator[dict[str, Any], None, None]:
-        """Ollama's streamed chat objects: one per token, then the closing counters."""
-        started, tokens, reason = time.perf_counter(), 0, "stop"
-        with model.lock:
-            try:
-                for chunk in model.llm.create_chat_completion(**completion_kwargs(body), stream=True):
-                    choice: Any = chunk["choices"][0]
-                    reason = choice.get("finish_reason") or reason
-                    text = choice["delta"].get("content")
-                    if text:
-                        tokens += 1  # llama.cpp streams one token per chunk
-                        message = {"role": "assistant", "content": text}
-                        yield {"model": model.name, "created_at": now(), "message": message, "done": False}
-            except ValueError as exc:  # the status line is sent: Ollama reports it in the stream
-                yield {"error": str(exc)}
-                return
-            # llama.cpp reports no usage when streaming; this count is approximate.
-            prompt_tokens = max(model.llm.n_tokens - tokens, 0)
-        yield done_chunk(model.name, reason, prompt_tokens, tokens, started)
+        """Ollama's streamed chat objects: one per token, then the closing counters.
+
+        The answer is generated whole, then sent token by token: xllamacpp's own streaming did not
+        return within 120 s for a prompt longer than the context window (seen here with its Server).
+        """
+        started = time.perf_counter()
+        try:
+            result, tokens = model.backend.chat_tokens(chat_request(body))
+        except BackendError as exc:  # the status line is sent: Ollama reports it in the stream
+            yield {"error": str(exc)}
+            return
+        pieces = [text for text in tokens if text]
+        for text in pieces:
+            message = {"role": "assistant", "content": text}
+            yield {"model": model.name, "created_at": now(), "message": message, "done": False}
+        yield done_chunk(model.name, result.finish_reason, result.prompt_tokens, len(pieces), started)
 
 
 @contextmanager
@@ -253,7 +270,7 @@ def serve(model_name: str = DEFAULT_NAME, path: Path | None = None, port: int = 
     finally:
         stub.shutdown()
         stub.server_close()
-        stub.model.llm.close()
+        stub.model.backend.close()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -271,6 +288,7 @@ def main(argv: list[str] | None = None) -> None:
         pass
     finally:
         stub.server_close()
+        stub.model.backend.close()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Reading a GGUF file's header, to tell a truncated file before llama.cpp is asked to load it.
+"""Reading a GGUF file's header: its metadata, and whether the file is cut short before llama.cpp loads it.
 
 llama.cpp refuses such a file with only "Failed to load model" (its reason goes to a log
 that ``verbose=False`` silences), and only when the model is first used. The header
@@ -56,18 +56,43 @@ class _Reader:
         return None
 
 
+def _counts(reader: _Reader) -> tuple[int, int] | None:
+    """The tensor and metadata entry counts after the magic and version; None for a version this cannot read."""
+    if reader.take(4) != MAGIC:
+        raise ValueError("no GGUF magic")
+    if reader.scalar("I") not in VERSIONS:
+        return None
+    return reader.scalar("Q"), reader.scalar("Q")
+
+
+def metadata(handle: IO[bytes]) -> dict[str, Any]:
+    """The header's metadata: numbers, booleans and strings (decoded); arrays are left out.
+
+    Raises ``Truncated`` or ``ValueError`` as ``required_size`` does, and ``ValueError`` for a version it cannot read.
+    """
+    reader = _Reader(handle)
+    counts = _counts(reader)
+    if counts is None:
+        raise ValueError("unsupported GGUF version")
+    found: dict[str, Any] = {}
+    for _ in range(counts[1]):
+        key, kind = reader.string().decode("utf-8", "replace"), reader.scalar("I")
+        value = reader.value(kind)
+        if value is not None:
+            found[key] = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    return found
+
+
 def required_size(handle: IO[bytes]) -> int | None:
     """How long a complete file with this header must at least be; None for a version this cannot read.
 
     Raises ``Truncated`` when the file ends inside its header, ``ValueError`` when the header is garbled.
     """
     reader = _Reader(handle)
-    if reader.take(4) != MAGIC:
-        raise ValueError("no GGUF magic")
-    version = reader.scalar("I")
-    if version not in VERSIONS:
+    counts = _counts(reader)
+    if counts is None:
         return None
-    tensors, entries = reader.scalar("Q"), reader.scalar("Q")
+    tensors, entries = counts
     alignment = DEFAULT_ALIGNMENT
     for _ in range(entries):
         key, kind = reader.string(), reader.scalar("I")
