@@ -160,7 +160,10 @@ def stop_between_trials(meter: Meter) -> Iterator[None]:
     trial. ``Study.optimize`` is wrapped for the block to add that callback (and to run no trial when
     the budget is already spent); an exception would instead lose the best program.
     """
-    import optuna
+    try:
+        import optuna
+    except ImportError:  # check_dependencies refuses mipro without optuna first; this keeps the promise
+        raise UsageError(f"--dspy-optimizer=mipro needs optuna, which is not installed: {_NEEDS['mipro'][1]}") from None
 
     original = optuna.study.Study.optimize
     per_trial = meter.projection.trial_calls
