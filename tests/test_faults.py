@@ -484,6 +484,10 @@ BAD_SETTINGS = {
     "alpha": ("0", "alpha must be between 0 and 1 (exclusive), got 0"),
     "min_delta": ("-0.1", "min_delta must be between 0 and 1, got -0.1"),
     "repeats": ("0", "repeats must be at least 1, got 0"),
+    "optimize_alpha": ("1.5", "optimize_alpha must be between 0 and 1 (exclusive), got 1.5"),
+    "optimize_min_gain": ("2", "optimize_min_gain must be between 0 and 1, got 2"),
+    "optimize_budget": ('"ten minutes"', "optimize_budget must be a number of model calls (40) or a time "
+                                         "(90s, 10m, 1h), got 'ten minutes'"),
 }
 
 
