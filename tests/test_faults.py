@@ -512,7 +512,8 @@ def test_bad_setting_in_pyproject_stops_the_run_naming_it(pytester: pytest.Pytes
          "{pyproject} [tool.dspy_local.prompts.sentiment] max_tokens must be at least 1, got 0"),
         ("[tool.dspy_local.prompts.sentiment]\nmodel = 'x'",
          "{pyproject}: unknown key 'model' in [tool.dspy_local.prompts.sentiment]; known keys: alpha, concurrency, "
-         "max_examples, max_tokens, min_delta, repeats, require_transfer, seed, temperature, threshold"),
+         "max_examples, max_tokens, min_delta, optimize_alpha, optimize_budget, optimize_min_gain, repeats, "
+         "require_transfer, seed, temperature, threshold"),
         ("--dspy-allow-hosts=10.0.0.0/33",
          "allow_hosts: allowed host '10.0.0.0/33': not a valid CIDR network such as 10.0.0.0/8; fix it in "
          "[tool.dspy_local] allow_hosts, DSPY_LOCAL_ALLOW_HOSTS or --dspy-allow-hosts"),
