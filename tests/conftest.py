@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +99,19 @@ def shared_answer_cache(
     """
     if request.node.get_closest_marker("fresh_cache") is None:
         monkeypatch.setenv("DSPY_LOCAL_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "answers"))
+
+
+@pytest.fixture
+def immutable() -> Iterator[list[Path]]:
+    """Paths made immutable with ``chattr +i`` in the test; made mutable again afterwards."""
+    made: list[Path] = []
+    yield made
+    for path in made:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def make_immutable(path: Path, made: list[Path]) -> None:
+    """``chattr +i path``, undone by the ``immutable`` fixture (skip the test where the file system cannot)."""
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(path)]).returncode:
+        pytest.skip("chattr +i is not available on this file system")
+    made.append(path)

@@ -17,11 +17,10 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SENTIMENT_ROWS, PromptWriter
+from conftest import SENTIMENT_ROWS, PromptWriter, make_immutable
 from test_faults import lit, outcome
 
 from pytest_dspy_local.core.data import Dataset
@@ -164,15 +163,6 @@ def test_snapshot_from_a_newer_plugin_release_says_upgrade(
 # --- snapshot writes that fail -----------------------------------------------------------------
 
 
-@pytest.fixture
-def immutable() -> Iterator[list[Path]]:
-    """Directories made immutable with ``chattr +i`` in the test; made mutable again afterwards."""
-    made: list[Path] = []
-    yield made
-    for path in made:
-        subprocess.run(["chattr", "-i", str(path)], check=True)
-
-
 def test_read_only_snapshot_directory_names_it_and_keeps_the_old_files(
     pytester: pytest.Pytester, write_prompt: PromptWriter, immutable: list[Path]
 ) -> None:
@@ -181,9 +171,7 @@ def test_read_only_snapshot_directory_names_it_and_keeps_the_old_files(
     path = record_baseline(pytester, write_prompt)
     old = path.read_bytes()
     add_row(pytester)
-    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(path.parent)]).returncode:
-        pytest.skip("chattr +i is not available on this file system")
-    immutable.append(path.parent)
+    make_immutable(path.parent, immutable)
     result = pytester.runpytest(UPDATE_BASELINE)
     line = f"ERROR: dspy-local: cannot write {path.parent} (Operation not permitted); {FIX_NOT_PERMITTED}"
     outcome(result, pytest.ExitCode.USAGE_ERROR, lit(line), "stderr")

@@ -9,15 +9,12 @@ there even to root, whom ``chmod`` does not stop).
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SENTIMENT_MODULE, SENTIMENT_ROWS, PromptWriter
+from conftest import SENTIMENT_MODULE, SENTIMENT_ROWS, PromptWriter, make_immutable
 from test_faults import lit, outcome
 
 from pytest_dspy_local.core.gating import against_baseline
@@ -87,25 +84,18 @@ def test_answer_cut_off_at_7_tokens_fails_that_example_and_keeps_a_whole_one(
 # --- an answer cache that cannot be used ---------------------------------------------------------
 
 
-@pytest.fixture
-def immutable() -> Iterator[list[Path]]:
-    """Paths made immutable with ``chattr +i`` in the test; made mutable again afterwards."""
-    made: list[Path] = []
-    yield made
-    for path in made:
-        subprocess.run(["chattr", "-i", str(path)], check=True)
-
-
-def make_immutable(path: Path, made: list[Path]) -> None:
-    """``chattr +i path`` (skip the test where the file system cannot)."""
-    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(path)]).returncode:
-        pytest.skip("chattr +i is not available on this file system")
-    made.append(path)
-
-
 def one_row_prompt(write_prompt: PromptWriter) -> None:
     """A prompt that passes on any answer, on one row (one model call)."""
     write_prompt(extra="threshold = 0.0\n", rows=SENTIMENT_ROWS[:1])
+
+
+def damaged_cache(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, text: str) -> Path:
+    """An answer cache file holding ``text`` (not a database) in the run's cache_dir; its path."""
+    monkeypatch.setenv("DSPY_LOCAL_CACHE_DIR", str(pytester.path / "answers"))
+    path = pytester.path / "answers" / "responses.sqlite3"
+    path.parent.mkdir()
+    path.write_text(text)
+    return path
 
 
 def damaged_message(path: Path) -> str:
@@ -124,10 +114,7 @@ def test_answer_cache_that_is_not_a_database_stops_the_run_and_clear_cache_repla
     pytester: pytest.Pytester, write_prompt: PromptWriter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     one_row_prompt(write_prompt)
-    monkeypatch.setenv("DSPY_LOCAL_CACHE_DIR", str(pytester.path / "answers"))
-    path = pytester.path / "answers" / "responses.sqlite3"
-    path.parent.mkdir()
-    path.write_text("not a database, say a file restored from a broken backup\n" * 50)
+    path = damaged_cache(pytester, monkeypatch, "not a database, say a file restored from a broken backup\n" * 50)
     outcome(pytester.runpytest(), pytest.ExitCode.USAGE_ERROR, lit(damaged_message(path)), "stderr")
     result = pytester.runpytest(CLEAR_CACHE)
     outcome(result, pytest.ExitCode.OK, "model calls: 1 (1 to the model, 0 cached) in 1 item(s)")
@@ -141,10 +128,7 @@ def test_damaged_answer_cache_under_xdist_errors_each_item_with_the_same_line(
 ) -> None:
     # A worker cannot stop the run cleanly: each prompt item errors with the one line instead.
     one_row_prompt(write_prompt)
-    monkeypatch.setenv("DSPY_LOCAL_CACHE_DIR", str(pytester.path / "answers"))
-    path = pytester.path / "answers" / "responses.sqlite3"
-    path.parent.mkdir()
-    path.write_text("not a database\n")
+    path = damaged_cache(pytester, monkeypatch, "not a database\n")
     result = pytester.runpytest_subprocess("-n", "2")
     line = damaged_message(path).removeprefix("ERROR: ")
     outcome(result, pytest.ExitCode.TESTS_FAILED, lit(f"sentiment: ERROR {line}"))
